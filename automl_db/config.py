@@ -1,0 +1,33 @@
+"""Settings, read from the environment (``DATABASE_URL``, ``AUTOML_DB_*``) or given explicitly."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from automl_db.paths import PROJECT_ROOT
+
+
+def _default_data_dir() -> Path:
+    return (PROJECT_ROOT or Path.cwd()) / ".pgdata"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Where the database is. ``database_url`` wins; without it an embedded server is used."""
+
+    database_url: str | None = None
+    embedded_data_dir: Path = field(default_factory=_default_data_dir)
+    embedded_pg_version: int = 18
+    connect_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        env = os.environ
+        defaults = cls()
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            embedded_data_dir=Path(env["AUTOML_DB_DATA_DIR"]) if env.get("AUTOML_DB_DATA_DIR")
+            else defaults.embedded_data_dir,
+            embedded_pg_version=int(env.get("AUTOML_DB_PG_VERSION", defaults.embedded_pg_version)),
+            connect_timeout=float(env.get("AUTOML_DB_CONNECT_TIMEOUT", defaults.connect_timeout)),
+        )

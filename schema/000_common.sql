@@ -1,0 +1,77 @@
+-- 000_common.sql — helpers shared by every domain file.
+--
+-- Owns: set_updated_at() (the timestamp trigger every table with updated_at uses),
+-- and the JSON shape predicates that CHECK constraints call. All of them are core
+-- PostgreSQL (no extensions), immutable where a CHECK needs them to be.
+
+-- Stamps updated_at on every UPDATE, whatever the client wrote: the database owns the clock.
+create function set_updated_at() returns trigger
+language plpgsql as $$
+begin
+    new.updated_at := now();
+    return new;
+end;
+$$;
+comment on function set_updated_at() is
+    'BEFORE UPDATE trigger: sets updated_at to now() so no client can forge or forget it.';
+
+-- A CHECK on a missing key evaluates to NULL and passes; these predicates return false instead.
+create function jsonb_is_object(doc jsonb) returns boolean
+language sql immutable parallel safe as $$
+    select coalesce(jsonb_typeof(doc) = 'object', false)
+$$;
+comment on function jsonb_is_object(jsonb) is
+    'True when doc is a JSON object; false (never NULL) for anything else, so CHECKs cannot pass by NULL.';
+
+create function jsonb_is_number_map(doc jsonb) returns boolean
+language sql immutable parallel safe as $$
+    select jsonb_is_object(doc)
+       and not exists (select from jsonb_each(doc) as e(key, value)
+                       where jsonb_typeof(e.value) <> 'number')
+$$;
+comment on function jsonb_is_number_map(jsonb) is
+    'True when doc is an object whose values are all numbers (metric summaries: {"accuracy": 0.93}).';
+
+-- A workflow graph: {"nodes": [{"id": "..."}...], "edges": [{"source": "...", "target": "..."}...]}
+-- with unique node ids and edges between existing nodes.
+create function workflow_graph_is_valid(doc jsonb) returns boolean
+language sql immutable parallel safe as $$
+    select jsonb_is_object(doc)
+       and coalesce(jsonb_typeof(doc -> 'nodes') = 'array', false)
+       and coalesce(jsonb_typeof(doc -> 'edges') = 'array', false)
+       and not exists (select from jsonb_array_elements(doc -> 'nodes') as n(node)
+                       where coalesce(jsonb_typeof(n.node -> 'id') <> 'string', true)
+                          or n.node ->> 'id' = '')
+       and (select count(*) = count(distinct n.node ->> 'id')
+            from jsonb_array_elements(doc -> 'nodes') as n(node))
+       and not exists (select from jsonb_array_elements(doc -> 'edges') as e(edge)
+                       where coalesce(jsonb_typeof(e.edge -> 'source') <> 'string', true)
+                          or coalesce(jsonb_typeof(e.edge -> 'target') <> 'string', true)
+                          or not exists (select from jsonb_array_elements(doc -> 'nodes') as n(node)
+                                         where n.node ->> 'id' = e.edge ->> 'source')
+                          or not exists (select from jsonb_array_elements(doc -> 'nodes') as n(node)
+                                         where n.node ->> 'id' = e.edge ->> 'target'))
+$$;
+comment on function workflow_graph_is_valid(jsonb) is
+    'True when doc is {"nodes": [...], "edges": [...]}: nodes carry unique non-empty string ids, '
+    'edges carry string source/target naming existing nodes. Used by workflow and snapshot CHECKs.';
+
+-- Soft delete: is_deleted is what clients set; deleted_at is the database's record of when.
+create function stamp_deleted_at() returns trigger
+language plpgsql as $$
+begin
+    if new.is_deleted then
+        if tg_op = 'INSERT' or not old.is_deleted then
+            new.deleted_at := now();
+        else
+            new.deleted_at := old.deleted_at;
+        end if;
+    else
+        new.deleted_at := null;
+    end if;
+    return new;
+end;
+$$;
+comment on function stamp_deleted_at() is
+    'BEFORE INSERT/UPDATE trigger for soft-deletable tables: stamps deleted_at when is_deleted turns '
+    'true, keeps it while it stays true, clears it on restore. Client-written values are ignored.';

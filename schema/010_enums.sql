@@ -1,0 +1,42 @@
+-- 010_enums.sql — the enumerated types shared across domains.
+--
+-- Owns every PostgreSQL enum. Labels are the seed's, in the seed's order; new labels are
+-- added by migration with ALTER TYPE ... ADD VALUE (never removed: rows may hold them).
+
+create type user_tier as enum ('free', 'pro', 'enterprise');
+comment on type user_tier is 'Billing tier of a user; its limits live in tier_limits.';
+
+create type oauth_provider as enum ('google', 'github');
+comment on type oauth_provider is 'Identity provider of an OAuth sign-up (NULL on users means e-mail sign-up).';
+
+create type file_format as enum ('csv', 'json', 'parquet', 'excel', 'unknown');
+comment on type file_format is 'Format of an uploaded dataset file, as detected at ingestion.';
+
+create type problem_type as enum ('classification', 'regression', 'clustering', 'other');
+comment on type problem_type is 'Kind of ML task a dataset, model or experiment is about.';
+
+create type job_status as enum ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled');
+comment on type job_status is
+    'Lifecycle of a job or ingestion job: pending -> queued -> running -> completed | failed; '
+    'cancelled from pending, queued or running. completed, failed and cancelled are terminal.';
+
+create type node_status as enum ('pending', 'running', 'success', 'failed', 'skipped');
+comment on type node_status is
+    'Lifecycle of one workflow node inside a job: pending -> running -> success | failed; '
+    'skipped when an upstream node failed.';
+
+create type node_type as enum (
+    'dataset', 'preprocess', 'feature_engineering', 'split', 'model', 'evaluate', 'predict', 'export'
+);
+comment on type node_type is 'Kinds of node a workflow graph is built from.';
+
+create type transaction_type as enum ('purchase', 'consumption', 'refund', 'adjustment');
+comment on type transaction_type is
+    'Kind of credit ledger entry: purchase (+, bought), consumption (-, a job), refund (+, a job), '
+    'adjustment (either sign, by an admin).';
+
+create type tier_restriction as enum ('none', 'pro_only', 'enterprise_only');
+comment on type tier_restriction is 'Which tiers may buy a credit package.';
+
+create type metric_goal as enum ('maximize', 'minimize');
+comment on type metric_goal is 'Whether a larger or a smaller value of an experiment''s primary metric is better.';

@@ -1,0 +1,195 @@
+-- 020_users.sql — accounts and the limits of their tiers.
+--
+-- Owns: tier_limits (reference data: what each tier may use), users (identity, OAuth, tier,
+-- credit balance, counters, storage, soft delete) and their indexes and triggers.
+
+create table tier_limits (
+    tier                user_tier primary key,
+    max_storage_bytes   bigint not null,
+    max_datasets        integer,
+    max_workflows       integer,
+    max_models          integer,
+    updated_at          timestamptz not null default now(),
+    constraint tier_limits_storage_nonnegative check (max_storage_bytes >= 0),
+    constraint tier_limits_counts_nonnegative check (
+        coalesce(max_datasets, 0) >= 0 and coalesce(max_workflows, 0) >= 0
+        and coalesce(max_models, 0) >= 0)
+);
+comment on table tier_limits is
+    'What each tier may use. Limits live in data, not code, so billing can change them without a deploy.';
+comment on column tier_limits.tier is 'The tier these limits apply to; one row per user_tier label.';
+comment on column tier_limits.max_storage_bytes is
+    'Ceiling on users.storage_used_bytes (sum of a user''s dataset version file sizes).';
+comment on column tier_limits.max_datasets is 'Ceiling on users.dataset_count; NULL means unlimited.';
+comment on column tier_limits.max_workflows is 'Ceiling on users.workflow_count (live workflows); NULL means unlimited.';
+comment on column tier_limits.max_models is 'Ceiling on users.model_count; NULL means unlimited.';
+comment on column tier_limits.updated_at is 'Last change of this row (set by trigger).';
+
+create trigger tier_limits_set_updated_at before update on tier_limits
+    for each row execute function set_updated_at();
+
+-- Reference rows every database needs: users.tier references them.
+insert into tier_limits (tier, max_storage_bytes, max_datasets, max_workflows, max_models)
+values ('free',       1073741824,    10,   10,   20),    -- 1 GiB
+       ('pro',        53687091200,   200,  200,  1000),  -- 50 GiB
+       ('enterprise', 1099511627776, null, null, null);  -- 1 TiB
+
+create table users (
+    id                 uuid primary key default gen_random_uuid(),
+    email              text,
+    full_name          text,
+    oauth_provider     oauth_provider,
+    oauth_id           text,
+    tier               user_tier not null default 'free',
+    credit_balance     integer not null default 0,
+    email_verified     boolean not null default false,
+    is_deleted         boolean not null default false,
+    deleted_at         timestamptz,
+    purged_at          timestamptz,
+    dataset_count      integer not null default 0,
+    workflow_count     integer not null default 0,
+    model_count        integer not null default 0,
+    storage_used_bytes bigint not null default 0,
+    last_entry_number  bigint not null default 0,
+    created_at         timestamptz not null default now(),
+    updated_at         timestamptz not null default now(),
+    constraint users_tier_fkey foreign key (tier) references tier_limits (tier),
+    constraint users_email_required check (email is not null or purged_at is not null),
+    constraint users_email_format check (
+        length(email) <= 254 and email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:].]+$'),
+    constraint users_full_name_length check (length(btrim(full_name)) between 1 and 200),
+    constraint users_oauth_pair check ((oauth_provider is null) = (oauth_id is null)),
+    constraint users_oauth_id_length check (length(oauth_id) between 1 and 255),
+    constraint users_credit_balance_nonnegative check (credit_balance >= 0),
+    constraint users_counters_nonnegative check (
+        dataset_count >= 0 and workflow_count >= 0 and model_count >= 0),
+    constraint users_storage_nonnegative check (storage_used_bytes >= 0),
+    constraint users_last_entry_number_nonnegative check (last_entry_number >= 0),
+    constraint users_deleted_at_matches check (is_deleted = (deleted_at is not null)),
+    constraint users_purged_is_deleted check (purged_at is null or is_deleted)
+);
+comment on table users is
+    'Accounts: identity (e-mail or OAuth), tier, credit balance, usage counters and soft delete. '
+    'credit_balance, the counters and storage_used_bytes are maintained by triggers, not clients.';
+comment on column users.id is 'Primary key.';
+comment on column users.email is
+    'Sign-in address, unique regardless of case (users_email_lower_key). NULL only once purged.';
+comment on column users.full_name is 'Display name; optional, since an OAuth provider may not give one.';
+comment on column users.oauth_provider is 'Provider of an OAuth sign-up; NULL for e-mail sign-up. Set together with oauth_id.';
+comment on column users.oauth_id is 'The user''s id at oauth_provider; unique per provider.';
+comment on column users.tier is 'Billing tier; selects the row of tier_limits that bounds this user.';
+comment on column users.credit_balance is
+    'Credits available now. Moves only with credit_transactions entries; never negative.';
+comment on column users.email_verified is 'Whether the user proved ownership of the e-mail address.';
+comment on column users.is_deleted is 'Soft delete flag: the account is closed but recoverable for the retention period.';
+comment on column users.deleted_at is 'When is_deleted last turned true (stamped by trigger); purge counts retention from it.';
+comment on column users.purged_at is
+    'When purge_soft_deleted removed this user''s content and personal data. The row stays so the ledger keeps its owner.';
+comment on column users.dataset_count is 'Number of datasets the user owns (trigger-maintained).';
+comment on column users.workflow_count is 'Number of live (not soft-deleted) workflows the user owns (trigger-maintained).';
+comment on column users.model_count is 'Number of trained models the user owns (trigger-maintained).';
+comment on column users.storage_used_bytes is
+    'Sum of original_size_bytes + parquet_size_bytes over the user''s dataset versions (trigger-maintained).';
+comment on column users.last_entry_number is
+    'entry_number of the user''s latest ledger entry: the per-user ledger sequence (trigger-maintained).';
+comment on column users.created_at is 'Account creation time.';
+comment on column users.updated_at is 'Last change of this row (set by trigger).';
+
+create unique index users_email_lower_key on users (lower(email));
+create unique index users_oauth_key on users (oauth_provider, oauth_id);
+create index users_tier_idx on users (tier);
+create index users_deleted_at_idx on users (deleted_at) where is_deleted;
+comment on index users_email_lower_key is 'One account per e-mail address, compared case-insensitively.';
+comment on index users_oauth_key is 'One account per OAuth identity.';
+comment on index users_tier_idx is 'Foreign key to tier_limits; also serves per-tier reporting.';
+comment on index users_deleted_at_idx is 'Finds soft-deleted accounts past retention for purge.';
+
+create trigger users_set_updated_at before update on users
+    for each row execute function set_updated_at();
+create trigger users_stamp_deleted_at before insert or update of is_deleted, deleted_at on users
+    for each row execute function stamp_deleted_at();
+
+-- credit_balance, last_entry_number, the counters and storage_used_bytes are derived: only the
+-- database's own triggers may move them. pg_trigger_depth() = 0 in the WHEN clause means the
+-- UPDATE came straight from a client, not from a trigger, so the ledger path pays nothing.
+create function users_refuse_derived_change() returns trigger
+language plpgsql as $$
+begin
+    raise exception 'users.% is maintained by the database and cannot be written directly',
+        case when tg_op = 'INSERT' then 'credit_balance/counters/storage'
+             when new.credit_balance <> old.credit_balance or new.last_entry_number <> old.last_entry_number
+                 then 'credit_balance'
+             else 'counters/storage' end
+        using errcode = 'AM005', constraint = 'users_derived_columns',
+              hint = 'Credits move with credit_transactions entries; counters and storage follow the rows they count.';
+end;
+$$;
+comment on function users_refuse_derived_change() is
+    'Refuses a client INSERT or UPDATE that sets users.credit_balance, last_entry_number, the counters '
+    'or storage_used_bytes (SQLSTATE AM005, constraint users_derived_columns).';
+
+create trigger users_derived_columns_insert before insert on users
+    for each row when (new.credit_balance <> 0 or new.last_entry_number <> 0 or new.dataset_count <> 0
+                       or new.workflow_count <> 0 or new.model_count <> 0 or new.storage_used_bytes <> 0)
+    execute function users_refuse_derived_change();
+create trigger users_derived_columns_update before update on users
+    for each row when (pg_trigger_depth() = 0 and (
+        new.credit_balance <> old.credit_balance or new.last_entry_number <> old.last_entry_number
+        or new.dataset_count <> old.dataset_count or new.workflow_count <> old.workflow_count
+        or new.model_count <> old.model_count or new.storage_used_bytes <> old.storage_used_bytes))
+    execute function users_refuse_derived_change();
+
+-- The single place usage moves and quotas are enforced. The UPDATE locks the user row, so
+-- concurrent writers for one user queue here and a limit cannot be slipped past by racing.
+create function users_adjust_usage(
+    target uuid, datasets integer default 0, workflows integer default 0,
+    models integer default 0, storage_bytes bigint default 0
+) returns void
+language plpgsql as $$
+declare
+    u users%rowtype;
+    lim tier_limits%rowtype;
+begin
+    update users
+       set dataset_count = dataset_count + datasets,
+           workflow_count = workflow_count + workflows,
+           model_count = model_count + models,
+           storage_used_bytes = storage_used_bytes + storage_bytes
+     where id = target
+    returning * into u;
+    if not found then
+        return;  -- the owner is being deleted in this same statement (cascade)
+    end if;
+    if datasets > 0 or workflows > 0 or models > 0 or storage_bytes > 0 then
+        select * into lim from tier_limits where tier = u.tier;
+        if storage_bytes > 0 and u.storage_used_bytes > lim.max_storage_bytes then
+            raise exception 'storage quota exceeded: % of % bytes allowed for tier %',
+                u.storage_used_bytes, lim.max_storage_bytes, u.tier
+                using errcode = 'AM002', constraint = 'users_storage_within_tier';
+        elsif datasets > 0 and u.dataset_count > lim.max_datasets then
+            raise exception 'dataset quota exceeded: % allowed for tier %', lim.max_datasets, u.tier
+                using errcode = 'AM002', constraint = 'users_datasets_within_tier';
+        elsif workflows > 0 and u.workflow_count > lim.max_workflows then
+            raise exception 'workflow quota exceeded: % allowed for tier %', lim.max_workflows, u.tier
+                using errcode = 'AM002', constraint = 'users_workflows_within_tier';
+        elsif models > 0 and u.model_count > lim.max_models then
+            raise exception 'model quota exceeded: % allowed for tier %', lim.max_models, u.tier
+                using errcode = 'AM002', constraint = 'users_models_within_tier';
+        end if;
+    end if;
+end;
+$$;
+comment on function users_adjust_usage(uuid, integer, integer, integer, bigint) is
+    'Moves a user''s counters and storage by the given deltas and, when any grows, refuses going past '
+    'the tier''s limits (SQLSTATE AM002, constraint users_<what>_within_tier). Called by counter triggers.';
+
+-- Rows never change owner: counters, quotas and the composite keys all assume it.
+create function refuse_owner_change() returns trigger
+language plpgsql as $$
+begin
+    raise exception '%.user_id cannot change (row %)', tg_table_name, old.id
+        using errcode = 'AM004', constraint = tg_table_name || '_owner_immutable';
+end;
+$$;
+comment on function refuse_owner_change() is
+    'BEFORE UPDATE OF user_id trigger on owned tables: rows are never moved to another user.';

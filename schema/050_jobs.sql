@@ -1,0 +1,357 @@
+-- 050_jobs.sql — job executions and the status of each node inside them.
+--
+-- Owns: jobs (one execution of a workflow snapshot; also the work queue) and job_nodes (one
+-- row per node of the snapshot's graph). A job's snapshot belongs to the job's owner
+-- (composite key); a snapshot cannot be deleted while a job references it.
+
+create table jobs (
+    id                   uuid primary key default gen_random_uuid(),
+    user_id              uuid not null references users (id) on delete cascade,
+    workflow_snapshot_id uuid not null,
+    status               job_status not null default 'pending',
+    credit_cost          integer not null default 0,
+    priority             integer not null default 0,
+    celery_task_id       text,
+    results              jsonb,
+    error_message        text,
+    error_traceback      text,
+    idempotency_key      text,
+    attempt              integer not null default 0,
+    max_attempts         integer not null default 3,
+    worker_id            text,
+    heartbeat_at         timestamptz,
+    queued_at            timestamptz,
+    created_at           timestamptz not null default now(),
+    started_at           timestamptz,
+    completed_at         timestamptz,
+    updated_at           timestamptz not null default now(),
+    constraint jobs_snapshot_fkey foreign key (workflow_snapshot_id, user_id)
+        references workflow_snapshots (id, user_id),
+    constraint jobs_id_user_key unique (id, user_id),
+    constraint jobs_idempotency_key unique (user_id, idempotency_key),
+    constraint jobs_credit_cost_nonnegative check (credit_cost >= 0),
+    constraint jobs_priority_range check (priority between -1000 and 1000),
+    constraint jobs_results_shape check (results is null or jsonb_is_object(results)),
+    constraint jobs_celery_task_id_length check (length(celery_task_id) between 1 and 255),
+    constraint jobs_idempotency_key_length check (length(idempotency_key) between 1 and 200),
+    constraint jobs_worker_id_length check (length(worker_id) between 1 and 200),
+    constraint jobs_attempts_range check (attempt >= 0 and max_attempts >= 1 and attempt <= max_attempts),
+    constraint jobs_times_ordered check (completed_at >= started_at)
+);
+comment on table jobs is
+    'One execution of a workflow snapshot, and the work queue: workers claim queued jobs by priority.';
+comment on column jobs.id is 'Primary key.';
+comment on column jobs.user_id is 'Owner.';
+comment on column jobs.workflow_snapshot_id is 'The frozen graph to execute; a snapshot of the same owner.';
+comment on column jobs.status is 'Lifecycle state (see type job_status).';
+comment on column jobs.credit_cost is 'Credits this job costs, charged to the owner''s ledger.';
+comment on column jobs.priority is 'Queue priority, -1000..1000: higher runs first, then older.';
+comment on column jobs.celery_task_id is 'Id of the task in the external runner (ARQ/Celery) executing it, for tracing.';
+comment on column jobs.results is 'Execution results (JSON object), set when the job completes.';
+comment on column jobs.error_message is 'Short error when the job failed.';
+comment on column jobs.error_traceback is 'Full stack trace when the job failed.';
+comment on column jobs.idempotency_key is
+    'Optional client key, unique per user, so a retried submission cannot start (and charge) a job twice.';
+comment on column jobs.attempt is 'Times a worker has claimed this job; the rescuer gives up at max_attempts.';
+comment on column jobs.max_attempts is 'Claims allowed before a stalled job is failed instead of requeued.';
+comment on column jobs.worker_id is 'Worker holding the current attempt.';
+comment on column jobs.heartbeat_at is 'Last sign of life from that worker; a stale beat lets the rescuer requeue the job.';
+comment on column jobs.queued_at is 'When the job entered the queue (latest time, after a requeue).';
+comment on column jobs.created_at is 'Job creation time.';
+comment on column jobs.started_at is 'When the current attempt started running.';
+comment on column jobs.completed_at is 'When the job reached a terminal state.';
+comment on column jobs.updated_at is 'Last change of this row (set by trigger).';
+
+create index jobs_user_created_idx on jobs (user_id, created_at desc, id desc);
+create index jobs_snapshot_idx on jobs (workflow_snapshot_id);
+create index jobs_claimable_idx on jobs (priority desc, queued_at, id) where status = 'queued';
+create index jobs_running_heartbeat_idx on jobs (heartbeat_at) where status = 'running';
+comment on index jobs_user_created_idx is 'A user''s jobs newest first (keyset pages); also the user_id foreign key index.';
+comment on index jobs_snapshot_idx is 'Foreign key index: deleting a snapshot checks for jobs quickly.';
+comment on index jobs_claimable_idx is
+    'Only queued jobs, in claim order: claiming stays fast however many finished jobs the table holds.';
+comment on index jobs_running_heartbeat_idx is 'Running jobs by last heartbeat, for the stall rescuer.';
+
+create trigger jobs_set_updated_at before update on jobs
+    for each row execute function set_updated_at();
+
+create table job_nodes (
+    id            uuid primary key default gen_random_uuid(),
+    job_id        uuid not null,
+    user_id       uuid not null,
+    node_id       text not null,
+    node_type     node_type,
+    status        node_status not null default 'pending',
+    output_data   jsonb,
+    error_message text,
+    started_at    timestamptz,
+    completed_at  timestamptz,
+    created_at    timestamptz not null default now(),
+    updated_at    timestamptz not null default now(),
+    constraint job_nodes_job_fkey foreign key (job_id, user_id) references jobs (id, user_id) on delete cascade,
+    constraint job_nodes_node_key unique (job_id, node_id),
+    constraint job_nodes_node_id_length check (length(node_id) between 1 and 200),
+    constraint job_nodes_output_shape check (output_data is null or jsonb_is_object(output_data)),
+    constraint job_nodes_times_ordered check (completed_at >= started_at)
+);
+comment on table job_nodes is 'Status of each node of a job''s graph, for progress display and failure diagnosis.';
+comment on column job_nodes.id is 'Primary key.';
+comment on column job_nodes.job_id is 'Parent job.';
+comment on column job_nodes.user_id is 'Owner, copied from the job on insert; tied to it by the composite key.';
+comment on column job_nodes.node_id is 'The node''s id in the snapshot graph; unique within the job.';
+comment on column job_nodes.node_type is 'Kind of node (dataset, preprocess, model, ...); NULL when the graph gives none.';
+comment on column job_nodes.status is 'Node state (see type node_status).';
+comment on column job_nodes.output_data is 'Node-specific outputs (JSON object).';
+comment on column job_nodes.error_message is 'Why the node failed.';
+comment on column job_nodes.started_at is 'When the node started running.';
+comment on column job_nodes.completed_at is 'When the node ended (success, failed or skipped).';
+comment on column job_nodes.created_at is 'Row creation time.';
+comment on column job_nodes.updated_at is 'Last change of this row (set by trigger).';
+
+create index job_nodes_user_idx on job_nodes (user_id);
+comment on index job_nodes_user_idx is 'Owner filter; job_nodes_node_key already serves a job''s nodes.';
+
+create function job_nodes_fill_owner() returns trigger
+language plpgsql as $$
+begin
+    if new.user_id is null then
+        select j.user_id into new.user_id from jobs j where j.id = new.job_id;
+    end if;
+    return new;
+end;
+$$;
+comment on function job_nodes_fill_owner() is
+    'BEFORE INSERT on job_nodes: copies the owner from the job when the client left it out.';
+
+create trigger job_nodes_fill_owner before insert on job_nodes
+    for each row execute function job_nodes_fill_owner();
+create trigger job_nodes_set_updated_at before update on job_nodes
+    for each row execute function set_updated_at();
+
+-- Lifecycle. Legal moves (anything else is SQLSTATE AM003, constraint jobs_status_transition):
+--   pending -> queued | cancelled        queued -> running | cancelled
+--   running -> completed | failed | cancelled
+--   running -> queued  (requeue by the stall rescuer, only while attempt < max_attempts)
+-- A job is inserted as pending or queued. The database stamps queued_at, started_at and
+-- completed_at; client-written values of those are ignored.
+create function jobs_check_transition() returns trigger
+language plpgsql as $$
+begin
+    if tg_op = 'INSERT' then
+        if new.status not in ('pending', 'queued') then
+            raise exception 'a job starts as pending or queued, not %', new.status
+                using errcode = 'AM003', constraint = 'jobs_status_transition';
+        end if;
+        new.queued_at := case when new.status = 'queued' then now() end;
+        new.started_at := null;
+        new.completed_at := null;
+        return new;
+    end if;
+
+    if new.workflow_snapshot_id <> old.workflow_snapshot_id
+       or (new.credit_cost <> old.credit_cost and old.status <> 'pending') then
+        raise exception 'job %: snapshot, and credit_cost once queued, cannot change', old.id
+            using errcode = 'AM004', constraint = 'jobs_terms_immutable';
+    end if;
+
+    if new.status = old.status then
+        new.queued_at := old.queued_at;
+        new.started_at := old.started_at;
+        new.completed_at := old.completed_at;
+        return new;
+    end if;
+
+    if not ((old.status = 'pending' and new.status in ('queued', 'cancelled'))
+            or (old.status = 'queued' and new.status in ('running', 'cancelled'))
+            or (old.status = 'running' and new.status in ('completed', 'failed', 'cancelled'))
+            or (old.status = 'running' and new.status = 'queued' and old.attempt < old.max_attempts)) then
+        raise exception 'job % cannot move from % to %', old.id, old.status, new.status
+            using errcode = 'AM003', constraint = 'jobs_status_transition';
+    end if;
+
+    case new.status
+        when 'queued' then
+            new.queued_at := now();
+            new.started_at := null;
+            new.worker_id := null;
+            new.heartbeat_at := null;
+        when 'running' then
+            new.queued_at := old.queued_at;
+            new.started_at := now();
+            new.heartbeat_at := now();
+        else
+            new.queued_at := old.queued_at;
+            new.started_at := old.started_at;
+            new.completed_at := now();
+    end case;
+    return new;
+end;
+$$;
+comment on function jobs_check_transition() is
+    'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot and queued '
+    'price (AM004), and stamps queued_at / started_at / completed_at.';
+
+-- Credit policy: a job is charged credit_cost when it enters the queue for the first time
+-- (insert as queued, or pending -> queued), and refunded in full, once, when it ends failed
+-- or cancelled after being charged. A completed job keeps its charge; a requeue after a stall
+-- charges nothing more. Both are ledger entries, so the ledger explains every balance, and an
+-- owner without enough credits cannot queue (AM001 from the ledger).
+create function jobs_settle_credits() returns trigger
+language plpgsql as $$
+declare
+    charged integer;
+begin
+    if new.status = 'queued' and (tg_op = 'INSERT' or old.status = 'pending') and new.credit_cost > 0 then
+        insert into credit_transactions (user_id, type, amount, description, job_id)
+        values (new.user_id, 'consumption', -new.credit_cost, 'job ' || new.id, new.id);
+    elsif tg_op = 'UPDATE' and new.status in ('failed', 'cancelled') and old.status in ('queued', 'running') then
+        select -c.amount into charged from credit_transactions c
+         where c.job_id = new.id and c.type = 'consumption';
+        if charged > 0 and not exists (select from credit_transactions c
+                                       where c.job_id = new.id and c.type = 'refund') then
+            insert into credit_transactions (user_id, type, amount, description, job_id)
+            values (new.user_id, 'refund', charged, 'refund: job ' || new.id || ' ' || new.status, new.id);
+        end if;
+    end if;
+    return null;
+end;
+$$;
+comment on function jobs_settle_credits() is
+    'AFTER INSERT/UPDATE OF status on jobs: charges credit_cost on first queueing and refunds it once '
+    'when the job ends failed or cancelled. Completed jobs keep their charge.';
+
+create trigger jobs_check_transition before insert or update on jobs
+    for each row execute function jobs_check_transition();
+create trigger jobs_settle_credits after insert or update of status on jobs
+    for each row execute function jobs_settle_credits();
+create trigger jobs_owner_immutable before update of user_id on jobs
+    for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();
+
+-- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
+-- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
+create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
+language sql as $$
+    update jobs j
+       set status = 'running', worker_id = worker, attempt = j.attempt + 1
+      from (select id from jobs
+             where status = 'queued'
+             order by priority desc, queued_at, id
+             limit how_many
+               for update skip locked) picked
+     where j.id = picked.id
+    returning j.*
+$$;
+comment on function claim_jobs(text, integer) is
+    'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '
+    'SKIP LOCKED, marks them running for worker and returns them. Concurrent callers never share a job.';
+
+create function heartbeat_job(job uuid, worker text) returns boolean
+language sql as $$
+    update jobs set heartbeat_at = now()
+     where id = job and worker_id = worker and status = 'running'
+    returning true
+$$;
+comment on function heartbeat_job(uuid, text) is
+    'Worker API: records that worker still runs job. NULL (no row) means the job is no longer this '
+    'worker''s to run (rescued, cancelled or finished): the worker should stop.';
+
+create function rescue_stalled_jobs(stalled_after interval default '5 minutes')
+returns table (job_id uuid, action text)
+language plpgsql as $$
+declare
+    j record;
+begin
+    for j in select id, attempt, max_attempts from jobs
+              where status = 'running' and heartbeat_at < now() - stalled_after
+              order by heartbeat_at
+                for update skip locked
+    loop
+        if j.attempt < j.max_attempts then
+            update jobs set status = 'queued' where id = j.id;
+            job_id := j.id; action := 'requeued';
+        else
+            update jobs set status = 'failed',
+                            error_message = format('worker stopped heartbeating (attempt %s of %s)',
+                                                   j.attempt, j.max_attempts)
+             where id = j.id;
+            job_id := j.id; action := 'failed';
+        end if;
+        return next;
+    end loop;
+end;
+$$;
+comment on function rescue_stalled_jobs(interval) is
+    'Maintenance: running jobs whose heartbeat is older than stalled_after are requeued while attempts '
+    'remain, else failed (and so refunded). Returns what it did to each.';
+
+-- Nodes: pending -> running -> success | failed, pending -> skipped (AM003 otherwise).
+create function job_nodes_check_transition() returns trigger
+language plpgsql as $$
+begin
+    if tg_op = 'INSERT' then
+        if new.status <> 'pending' then
+            raise exception 'a job node starts as pending, not %', new.status
+                using errcode = 'AM003', constraint = 'job_nodes_status_transition';
+        end if;
+        new.started_at := null;
+        new.completed_at := null;
+        return new;
+    end if;
+    if new.job_id <> old.job_id or new.node_id <> old.node_id then
+        raise exception 'job node % cannot move to another job or node id', old.id
+            using errcode = 'AM004', constraint = 'job_nodes_identity_immutable';
+    end if;
+    if new.status = old.status then
+        new.started_at := old.started_at;
+        new.completed_at := old.completed_at;
+        return new;
+    end if;
+    if not ((old.status = 'pending' and new.status in ('running', 'skipped'))
+            or (old.status = 'running' and new.status in ('success', 'failed'))) then
+        raise exception 'job node % cannot move from % to %', old.id, old.status, new.status
+            using errcode = 'AM003', constraint = 'job_nodes_status_transition';
+    end if;
+    if new.status = 'running' then
+        new.started_at := now();
+        new.completed_at := null;
+    else
+        new.started_at := old.started_at;
+        new.completed_at := now();
+    end if;
+    return new;
+end;
+$$;
+comment on function job_nodes_check_transition() is
+    'BEFORE INSERT/UPDATE on job_nodes: enforces the node status machine and stamps started_at / completed_at.';
+
+create function job_nodes_skip_downstream() returns trigger
+language plpgsql as $$
+begin
+    with recursive edge as (
+        select e ->> 'source' as source, e ->> 'target' as target
+          from jobs j
+          join workflow_snapshots s on s.id = j.workflow_snapshot_id
+         cross join lateral jsonb_array_elements(s.snapshot_data -> 'edges') as e
+         where j.id = new.job_id
+    ), downstream (node_id) as (
+        select target from edge where source = new.node_id
+        union
+        select edge.target from edge join downstream d on edge.source = d.node_id
+    )
+    update job_nodes n set status = 'skipped'
+      from downstream d
+     where n.job_id = new.job_id and n.node_id = d.node_id and n.status = 'pending';
+    return null;
+end;
+$$;
+comment on function job_nodes_skip_downstream() is
+    'AFTER UPDATE on job_nodes when a node fails: every pending node downstream of it, following the '
+    'snapshot''s edges transitively, becomes skipped.';
+
+create trigger job_nodes_check_transition before insert or update on job_nodes
+    for each row execute function job_nodes_check_transition();
+create trigger job_nodes_skip_downstream after update of status on job_nodes
+    for each row when (new.status = 'failed' and old.status is distinct from 'failed')
+    execute function job_nodes_skip_downstream();
+create trigger job_nodes_owner_immutable before update of user_id on job_nodes
+    for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();

@@ -1,0 +1,70 @@
+"""A comparable picture of a database's catalog: what the schema-vs-migrations test diffs."""
+
+from typing import Any
+
+import psycopg
+
+# Each query yields rows of text that identify one catalog object completely. Order-insensitive:
+# nothing here depends on OIDs or column positions. yoyo's bookkeeping tables are left out.
+NOT_YOYO = "c.relname not like '\\_yoyo%%' and c.relname <> 'yoyo_lock'"
+PUBLIC = "'public'::regnamespace"
+
+CATALOG_QUERIES: dict[str, str] = {
+    "tables": f"""
+        select c.relname, c.relkind::text, c.relrowsecurity::text, c.relforcerowsecurity::text,
+               coalesce(c.relacl::text, ''), coalesce(obj_description(c.oid, 'pg_class'), '')
+          from pg_class c
+         where c.relnamespace = {PUBLIC} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and {NOT_YOYO}""",
+    "columns": f"""
+        select c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull::text,
+               coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attgenerated::text, a.attidentity::text,
+               coalesce(a.attacl::text, ''), coalesce(col_description(c.oid, a.attnum), '')
+          from pg_attribute a
+          join pg_class c on c.oid = a.attrelid
+          left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+         where c.relnamespace = {PUBLIC} and c.relkind in ('r', 'p', 'v', 'm', 'f') and {NOT_YOYO}
+           and a.attnum > 0 and not a.attisdropped""",
+    "constraints": f"""
+        select c.relname, k.conname, k.contype::text, pg_get_constraintdef(k.oid),
+               coalesce(obj_description(k.oid, 'pg_constraint'), '')
+          from pg_constraint k join pg_class c on c.oid = k.conrelid
+         where c.relnamespace = {PUBLIC} and {NOT_YOYO}""",
+    "indexes": f"""
+        select c.relname, pg_get_indexdef(i.indexrelid), coalesce(obj_description(i.indexrelid, 'pg_class'), '')
+          from pg_index i join pg_class c on c.oid = i.indrelid
+         where c.relnamespace = {PUBLIC} and {NOT_YOYO}""",
+    "triggers": f"""
+        select c.relname, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled::text,
+               coalesce(obj_description(t.oid, 'pg_trigger'), '')
+          from pg_trigger t join pg_class c on c.oid = t.tgrelid
+         where c.relnamespace = {PUBLIC} and not t.tgisinternal and {NOT_YOYO}""",
+    "functions": f"""
+        select p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid),
+               coalesce(p.proacl::text, ''), coalesce(obj_description(p.oid, 'pg_proc'), '')
+          from pg_proc p where p.pronamespace = {PUBLIC}""",
+    "types": f"""
+        select t.typname, t.typtype::text,
+               coalesce((select string_agg(e.enumlabel, ',' order by e.enumsortorder)
+                           from pg_enum e where e.enumtypid = t.oid), ''),
+               coalesce(obj_description(t.oid, 'pg_type'), '')
+          from pg_type t
+         where t.typnamespace = {PUBLIC} and t.typtype in ('e', 'd', 'c')
+           and not exists (select from pg_class c where c.reltype = t.oid)""",
+    "policies": f"""
+        select c.relname, p.polname, p.polcmd::text, p.polpermissive::text,
+               coalesce(pg_get_expr(p.polqual, p.polrelid), ''), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''),
+               coalesce((select string_agg(r::regrole::text, ',' order by r::regrole::text)
+                           from unnest(p.polroles) r), '')
+          from pg_policy p join pg_class c on c.oid = p.polrelid
+         where c.relnamespace = {PUBLIC}""",
+    "extensions": "select extname from pg_extension where extname <> 'plpgsql'",
+    "reference rows": "select tier::text, max_storage_bytes::text, coalesce(max_datasets::text, ''),"
+                      " coalesce(max_workflows::text, ''), coalesce(max_models::text, '') from tier_limits",
+}
+
+
+def snapshot(url: str) -> dict[str, set[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        has_tiers = conn.execute("select to_regclass('tier_limits') is not null").fetchone() == (True,)
+        return {name: set(conn.execute(query.replace("%%", "%")).fetchall())
+                for name, query in CATALOG_QUERIES.items() if has_tiers or name != "reference rows"}

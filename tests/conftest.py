@@ -1,0 +1,77 @@
+"""Test databases: one template built by the migrations per session, one clone of it per test.
+
+The server is DATABASE_URL when set, else the embedded one. Each test gets a fresh database
+(CREATE DATABASE ... TEMPLATE), so tests are isolated and cheap, and every test ends with
+check_integrity() returning nothing unless it is marked `drift` (it breaks rules on purpose).
+"""
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import DictRow, dict_row
+
+from automl_db import migrate
+from automl_db.database import resolve_url, with_database
+
+_clone_numbers = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "drift: the test corrupts data behind the triggers; skip the final audit")
+
+
+def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, autocommit=True)
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    with _admin(server_url) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        query = sql.SQL("create database {}").format(sql.Identifier(name))
+        if template:
+            query += sql.SQL(" template {}").format(sql.Identifier(template))
+        conn.execute(query)
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with _admin(server_url) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """Any database on the test server; used to create and drop the others."""
+    return resolve_url()
+
+
+@pytest.fixture(scope="session")
+def template_name(server_url: str) -> Iterator[str]:
+    name = f"automl_tpl_{os.getpid()}"
+    migrate.apply(create_database(server_url, name))
+    yield name
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def db_url(server_url: str, template_name: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"automl_t_{os.getpid()}_{next(_clone_numbers)}"
+    url = create_database(server_url, name, template=template_name)
+    yield url
+    broken: list[tuple[object, ...]] = []
+    if request.node.get_closest_marker("drift") is None:
+        with psycopg.connect(url) as conn:
+            broken = conn.execute("select * from check_integrity()").fetchall()
+    drop_database(server_url, name)
+    assert broken == [], f"check_integrity() after the test: {broken}"
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[DictRow]]:
+    """An autocommit connection to the test's own database: each statement is its own transaction."""
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
