@@ -235,8 +235,10 @@ comment on index users_oauth_key is 'One account per OAuth identity.';
 comment on index users_tier_idx is 'Foreign key to tier_limits; also serves per-tier reporting.';
 comment on index users_deleted_at_idx is 'Finds soft-deleted accounts past retention for purge.';
 
+-- Trigger-made updates (ledger postings, counters) stamp updated_at themselves; skipping this
+-- function for them keeps the ledger's hot path to one PL/pgSQL call.
 create trigger users_set_updated_at before update on users
-    for each row execute function set_updated_at();
+    for each row when (pg_trigger_depth() = 0) execute function set_updated_at();
 create trigger users_stamp_deleted_at before insert or update of is_deleted, deleted_at on users
     for each row execute function stamp_deleted_at();
 
@@ -285,7 +287,8 @@ begin
        set dataset_count = dataset_count + datasets,
            workflow_count = workflow_count + workflows,
            model_count = model_count + models,
-           storage_used_bytes = storage_used_bytes + storage_bytes
+           storage_used_bytes = storage_used_bytes + storage_bytes,
+           updated_at = now()
      where id = target
     returning * into u;
     if not found then
@@ -823,7 +826,6 @@ create table jobs (
     constraint jobs_snapshot_fkey foreign key (workflow_snapshot_id, user_id)
         references workflow_snapshots (id, user_id),
     constraint jobs_id_user_key unique (id, user_id),
-    constraint jobs_idempotency_key unique (user_id, idempotency_key),
     constraint jobs_credit_cost_nonnegative check (credit_cost >= 0),
     constraint jobs_priority_range check (priority between -1000 and 1000),
     constraint jobs_results_shape check (results is null or jsonb_is_object(results)),
@@ -857,18 +859,18 @@ comment on column jobs.started_at is 'When the current attempt started running.'
 comment on column jobs.completed_at is 'When the job reached a terminal state.';
 comment on column jobs.updated_at is 'Last change of this row (set by trigger).';
 
+create unique index jobs_idempotency_key on jobs (user_id, idempotency_key) where idempotency_key is not null;
 create index jobs_user_created_idx on jobs (user_id, created_at desc, id desc);
 create index jobs_snapshot_idx on jobs (workflow_snapshot_id);
 create index jobs_claimable_idx on jobs (priority desc, queued_at, id) where status = 'queued';
 create index jobs_running_heartbeat_idx on jobs (heartbeat_at) where status = 'running';
+comment on index jobs_idempotency_key is
+    'One job per client idempotency key and user; partial, so keyless jobs cost this index nothing.';
 comment on index jobs_user_created_idx is 'A user''s jobs newest first (keyset pages); also the user_id foreign key index.';
 comment on index jobs_snapshot_idx is 'Foreign key index: deleting a snapshot checks for jobs quickly.';
 comment on index jobs_claimable_idx is
     'Only queued jobs, in claim order: claiming stays fast however many finished jobs the table holds.';
 comment on index jobs_running_heartbeat_idx is 'Running jobs by last heartbeat, for the stall rescuer.';
-
-create trigger jobs_set_updated_at before update on jobs
-    for each row execute function set_updated_at();
 
 create table job_nodes (
     id            uuid primary key default gen_random_uuid(),
@@ -949,6 +951,7 @@ begin
             using errcode = 'AM004', constraint = 'jobs_terms_immutable';
     end if;
 
+    new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
     if new.status = old.status then
         new.queued_at := old.queued_at;
         new.started_at := old.started_at;
@@ -984,7 +987,7 @@ end;
 $$;
 comment on function jobs_check_transition() is
     'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot and queued '
-    'price (AM004), and stamps queued_at / started_at / completed_at.';
+    'price (AM004), and stamps queued_at / started_at / completed_at and updated_at.';
 
 -- Credit policy: a job is charged credit_cost when it enters the queue for the first time
 -- (insert as queued, or pending -> queued), and refunded in full, once, when it ends failed
@@ -1017,15 +1020,24 @@ comment on function jobs_settle_credits() is
 
 create trigger jobs_check_transition before insert or update on jobs
     for each row execute function jobs_check_transition();
-create trigger jobs_settle_credits after insert or update of status on jobs
-    for each row execute function jobs_settle_credits();
+-- WHEN clauses keep the function off the hot path: most transitions move no credits.
+create trigger jobs_settle_credits_on_insert after insert on jobs
+    for each row when (new.status = 'queued' and new.credit_cost > 0)
+    execute function jobs_settle_credits();
+create trigger jobs_settle_credits_on_update after update of status on jobs
+    for each row when ((old.status = 'pending' and new.status = 'queued' and new.credit_cost > 0)
+                       or (old.status in ('queued', 'running') and new.status in ('failed', 'cancelled')))
+    execute function jobs_settle_credits();
 create trigger jobs_owner_immutable before update of user_id on jobs
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();
 
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
-language sql as $$
+language plpgsql as $$
+begin
+    -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
+    return query
     update jobs j
        set status = 'running', worker_id = worker, attempt = j.attempt + 1
       from (select id from jobs
@@ -1034,7 +1046,8 @@ language sql as $$
              limit how_many
                for update skip locked) picked
      where j.id = picked.id
-    returning j.*
+    returning j.*;
+end;
 $$;
 comment on function claim_jobs(text, integer) is
     'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '
@@ -1253,7 +1266,8 @@ create trigger models_owner_immutable before update of user_id on models
 --   * no entry may take a balance below zero: SQLSTATE AM001, constraint
 --     credit_transactions_balance_nonnegative;
 --   * sign rules per type; consumption and refund name a job of the same user; a job is
---     charged at most once and refunded at most once, never more than it consumed;
+--     charged its credit_cost once, as it is queued, and refunded at most once, exactly what
+--     it consumed, once it failed or was cancelled (constraint credit_transactions_job_policy);
 --   * a stripe payment is credited once;
 --   * entries are never updated, deleted or truncated (SQLSTATE AM004).
 -- job_id is deliberately not a foreign key: ledger entries outlive the jobs they explain
@@ -1306,6 +1320,7 @@ create table credit_transactions (
     -- restrict: an account with ledger entries is never hard-deleted, only purged
     constraint credit_transactions_user_fkey foreign key (user_id) references users (id) on delete restrict,
     constraint credit_transactions_package_fkey foreign key (package_id) references credit_packages (id),
+    -- also serves a user's history newest first (backward scan, keyset pages by entry_number)
     constraint credit_transactions_entry_key unique (user_id, entry_number),
     constraint credit_transactions_stripe_payment_key unique (stripe_payment_id),
     constraint credit_transactions_entry_number_positive check (entry_number >= 1),
@@ -1340,13 +1355,11 @@ comment on column credit_transactions.package_id is 'Package bought, for purchas
 comment on column credit_transactions.stripe_payment_id is 'Stripe payment credited; unique, so a payment is credited once.';
 comment on column credit_transactions.created_at is 'Entry time.';
 
-create index credit_transactions_user_entry_idx on credit_transactions (user_id, entry_number desc);
 create unique index credit_transactions_job_consumption_key on credit_transactions (job_id)
     where type = 'consumption';
 create unique index credit_transactions_job_refund_key on credit_transactions (job_id)
     where type = 'refund';
 create index credit_transactions_package_idx on credit_transactions (package_id) where package_id is not null;
-comment on index credit_transactions_user_entry_idx is 'A user''s history newest first (keyset pages by entry_number).';
 comment on index credit_transactions_job_consumption_key is 'A job is charged at most once.';
 comment on index credit_transactions_job_refund_key is 'A job is refunded at most once.';
 comment on index credit_transactions_package_idx is 'Foreign key index; sales per package.';
@@ -1354,25 +1367,35 @@ comment on index credit_transactions_package_idx is 'Foreign key index; sales pe
 create function credit_transactions_post() returns trigger
 language plpgsql as $$
 declare
-    job_owner uuid;
-    consumed  integer;
+    job jobs%rowtype;
+    consumed integer;
+    duplicate text;
 begin
     if new.job_id is not null then
         -- KEY SHARE, as a foreign key check would take: the job cannot vanish under us.
-        select j.user_id into job_owner from jobs j where j.id = new.job_id for key share;
-        if job_owner is distinct from new.user_id then
+        select * into job from jobs j where j.id = new.job_id for key share;
+        if job.user_id is distinct from new.user_id then
             raise foreign_key_violation using
                 message = format('job %s is not a job of user %s', new.job_id, new.user_id),
                 constraint = 'credit_transactions_job_owner';
         end if;
-        if new.type = 'refund' then
+        -- The credit policy (see 050_jobs.sql): a job is charged its credit_cost as it is queued,
+        -- and refunded exactly what it consumed once it has failed or been cancelled. A wrong sign
+        -- is left to credit_transactions_amount_sign, which names that problem better.
+        if new.type = 'consumption' and new.amount < 0 and not (job.status = 'queued' and new.amount = -job.credit_cost) then
+            raise check_violation using
+                message = format('job %s (%s, cost %s) cannot be charged %s', job.id, job.status,
+                                 job.credit_cost, -new.amount),
+                constraint = 'credit_transactions_job_policy';
+        end if;
+        if new.type = 'refund' and new.amount > 0 then
             select -c.amount into consumed from credit_transactions c
              where c.job_id = new.job_id and c.type = 'consumption';
-            if new.amount > coalesce(consumed, 0) then
+            if job.status not in ('failed', 'cancelled') or new.amount <> coalesce(consumed, 0) then
                 raise check_violation using
-                    message = format('refund of %s exceeds the %s credits job %s consumed',
-                                     new.amount, coalesce(consumed, 0), new.job_id),
-                    constraint = 'credit_transactions_refund_within_consumption';
+                    message = format('job %s (%s, consumed %s) cannot be refunded %s', job.id, job.status,
+                                     coalesce(consumed, 0), new.amount),
+                    constraint = 'credit_transactions_job_policy';
             end if;
         end if;
     end if;
@@ -1381,7 +1404,8 @@ begin
     -- the latest balance after any wait, so concurrent spends cannot overdraw.
     update users
        set credit_balance = credit_balance + new.amount,
-           last_entry_number = last_entry_number + 1
+           last_entry_number = last_entry_number + 1,
+           updated_at = now()
      where id = new.user_id
        and credit_balance + new.amount >= 0
     returning credit_balance, last_entry_number into new.balance_after, new.entry_number;
@@ -1394,12 +1418,35 @@ begin
             message = format('user %s does not exist', new.user_id),
             constraint = 'credit_transactions_user_fkey';
     end if;
+
+    -- BEFORE triggers run ahead of INSERT ... ON CONFLICT's own check, so a duplicate that
+    -- ON CONFLICT DO NOTHING would silently skip must be refused here, or the balance would move
+    -- without an entry. Checked after the user lock: a concurrent twin has committed by now.
+    -- One query, each probe an index lookup, short-circuited by CASE.
+    select case
+               when exists (select from credit_transactions c where c.id = new.id)
+                   then 'credit_transactions_pkey'
+               when new.stripe_payment_id is not null and exists (
+                        select from credit_transactions c where c.stripe_payment_id = new.stripe_payment_id)
+                   then 'credit_transactions_stripe_payment_key'
+               when new.type in ('consumption', 'refund') and exists (
+                        select from credit_transactions c where c.job_id = new.job_id and c.type = new.type)
+                   then 'credit_transactions_job_' || new.type || '_key'
+           end
+      into duplicate;
+    if duplicate is not null then
+        raise unique_violation using
+            message = format('duplicate ledger entry (%s): id %s, payment %s, job %s',
+                             duplicate, new.id, new.stripe_payment_id, new.job_id),
+            constraint = duplicate;
+    end if;
     return new;
 end;
 $$;
 comment on function credit_transactions_post() is
-    'BEFORE INSERT on credit_transactions: checks the job, moves the user''s balance and entry counter '
-    'in one UPDATE ... RETURNING on the locked user row, and fills balance_after and entry_number.';
+    'BEFORE INSERT on credit_transactions: checks the job and the credit policy, moves the user''s '
+    'balance and entry counter in one UPDATE ... RETURNING on the locked user row, fills balance_after '
+    'and entry_number, and refuses duplicates itself so ON CONFLICT cannot skip a row after the move.';
 
 create function credit_transactions_refuse_change() returns trigger
 language plpgsql as $$
@@ -1699,54 +1746,69 @@ comment on function purge_soft_deleted(interval) is
 create function check_integrity()
 returns table (invariant text, subject text, detail text)
 language sql stable as $$
+    -- Set-based throughout: each source table is read once and grouped, so the audit stays
+    -- linear on millions of ledger entries and jobs.
+    with ledger as (
+        select c.user_id, sum(c.amount) as total, count(*) as entries,
+               (array_agg(c.balance_after order by c.entry_number desc))[1] as last_balance
+          from credit_transactions c group by c.user_id
+    ), job_ledger as (
+        select c.job_id,
+               -sum(c.amount) filter (where c.type = 'consumption') as consumed,
+               sum(c.amount) filter (where c.type = 'refund') as refunded,
+               min(c.user_id::text) as entry_owner, count(distinct c.user_id) as owners
+          from credit_transactions c where c.job_id is not null group by c.job_id
+    ), dataset_counts as (
+        select user_id, count(*) as n from datasets group by user_id
+    ), workflow_counts as (
+        select user_id, count(*) as n from workflows where not is_deleted group by user_id
+    ), model_counts as (
+        select user_id, count(*) as n from models group by user_id
+    ), storage as (
+        select user_id, sum(original_size_bytes + coalesce(parquet_size_bytes, 0)) as bytes
+          from dataset_versions group by user_id
+    )
     -- Balance, entry counter and last entry agree with the ledger.
     select 'users.credit_balance = ledger', u.id::text,
            format('balance %s / last_entry_number %s, but ledger sums to %s over %s entries, last balance_after %s',
-                  u.credit_balance, u.last_entry_number, l.total, l.entries, l.last_balance)
-      from users u
-      cross join lateral (
-          select coalesce(sum(c.amount), 0) as total, count(*) as entries,
-                 coalesce((array_agg(c.balance_after order by c.entry_number desc))[1], 0) as last_balance
-            from credit_transactions c where c.user_id = u.id) l
-     where u.credit_balance <> l.total or u.last_entry_number <> l.entries or u.credit_balance <> l.last_balance
+                  u.credit_balance, u.last_entry_number, coalesce(l.total, 0), coalesce(l.entries, 0),
+                  coalesce(l.last_balance, 0))
+      from users u left join ledger l on l.user_id = u.id
+     where u.credit_balance <> coalesce(l.total, 0) or u.last_entry_number <> coalesce(l.entries, 0)
+        or u.credit_balance <> coalesce(l.last_balance, 0)
     union all
     -- Each entry is numbered 1, 2, 3... and its balance_after is the running sum.
     select 'credit_transactions chain', t.id::text,
            format('entry %s of user %s: expected number %s and balance_after %s, found %s',
                   t.entry_number, t.user_id, t.position, t.running, t.balance_after)
-      from (select c.*, row_number() over w as position, sum(c.amount) over w as running
+      from (select c.id, c.user_id, c.entry_number, c.balance_after,
+                   row_number() over w as position, sum(c.amount) over w as running
               from credit_transactions c
             window w as (partition by c.user_id order by c.entry_number)) t
      where t.entry_number <> t.position or t.balance_after <> t.running
     union all
-    -- Refunds never exceed the job's consumption; a live account's charged job is its own.
-    select 'credit_transactions job rules', c.job_id::text,
+    -- Refunds never exceed consumption; a live account's charged job exists and is its own.
+    select 'credit_transactions job rules', jl.job_id::text,
            format('job consumed %s, refunded %s, job owner %s, entry owner %s',
-                  -sum(c.amount) filter (where c.type = 'consumption'),
-                  sum(c.amount) filter (where c.type = 'refund'), min(j.user_id::text), min(c.user_id::text))
-      from credit_transactions c
-      join users u on u.id = c.user_id
-      left join jobs j on j.id = c.job_id
-     where c.job_id is not null
-     group by c.job_id
-    having coalesce(sum(c.amount) filter (where c.type = 'refund'), 0)
-               > coalesce(-sum(c.amount) filter (where c.type = 'consumption'), 0)
-        or bool_or(u.purged_at is null and (j.id is null or j.user_id <> c.user_id))
+                  jl.consumed, jl.refunded, j.user_id, jl.entry_owner)
+      from job_ledger jl
+      join users u on u.id::text = jl.entry_owner
+      left join jobs j on j.id = jl.job_id
+     where coalesce(jl.refunded, 0) > coalesce(jl.consumed, 0)
+        or jl.owners > 1
+        or (u.purged_at is null and (j.id is null or j.user_id::text <> jl.entry_owner))
     union all
     -- Jobs are charged by the policy: credit_cost once when queued, refunded once if failed or cancelled.
     select 'jobs credits follow policy', j.id::text,
            format('status %s, credit_cost %s, charged %s, refunded %s', j.status, j.credit_cost,
-                  coalesce(-c.consumed, 0), coalesce(c.refunded, 0))
+                  coalesce(jl.consumed, 0), coalesce(jl.refunded, 0))
       from jobs j
-      left join lateral (
-          select sum(x.amount) filter (where x.type = 'consumption') as consumed,
-                 sum(x.amount) filter (where x.type = 'refund') as refunded
-            from credit_transactions x where x.job_id = j.id) c on true
-     where (c.consumed is not null and -c.consumed <> j.credit_cost)
-        or (j.status = 'pending' and c.consumed is not null)
-        or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and c.consumed is null)
-        or (j.status in ('queued', 'running', 'completed') and c.refunded is not null)
-        or (j.status in ('failed', 'cancelled') and coalesce(-c.consumed, 0) <> coalesce(c.refunded, 0))
+      left join job_ledger jl on jl.job_id = j.id
+     where (jl.consumed is not null and jl.consumed <> j.credit_cost)
+        or (j.status = 'pending' and jl.consumed is not null)
+        or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and jl.consumed is null)
+        or (j.status in ('queued', 'running', 'completed') and jl.refunded is not null)
+        or (j.status in ('failed', 'cancelled') and coalesce(jl.consumed, 0) <> coalesce(jl.refunded, 0))
     union all
     -- Lifecycle stamps match the status.
     select 'jobs timestamps match status', j.id::text,
@@ -1766,16 +1828,15 @@ language sql stable as $$
     -- Counters and storage equal what they count.
     select 'users counters and storage', u.id::text,
            format('datasets %s/%s, workflows %s/%s, models %s/%s, storage %s/%s (stored/actual)',
-                  u.dataset_count, d.n, u.workflow_count, w.n, u.model_count, m.n, u.storage_used_bytes, s.bytes)
+                  u.dataset_count, coalesce(d.n, 0), u.workflow_count, coalesce(w.n, 0),
+                  u.model_count, coalesce(m.n, 0), u.storage_used_bytes, coalesce(s.bytes, 0))
       from users u
-      cross join lateral (select count(*) as n from datasets x where x.user_id = u.id) d
-      cross join lateral (select count(*) as n from workflows x where x.user_id = u.id and not x.is_deleted) w
-      cross join lateral (select count(*) as n from models x where x.user_id = u.id) m
-      cross join lateral (
-          select coalesce(sum(v.original_size_bytes + coalesce(v.parquet_size_bytes, 0)), 0) as bytes
-            from dataset_versions v where v.user_id = u.id) s
-     where u.dataset_count <> d.n or u.workflow_count <> w.n or u.model_count <> m.n
-        or u.storage_used_bytes <> s.bytes
+      left join dataset_counts d on d.user_id = u.id
+      left join workflow_counts w on w.user_id = u.id
+      left join model_counts m on m.user_id = u.id
+      left join storage s on s.user_id = u.id
+     where u.dataset_count <> coalesce(d.n, 0) or u.workflow_count <> coalesce(w.n, 0)
+        or u.model_count <> coalesce(m.n, 0) or u.storage_used_bytes <> coalesce(s.bytes, 0)
     union all
     -- Version numbers come from the dataset's sequence.
     select 'dataset_versions numbering', v.id::text,

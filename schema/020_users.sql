@@ -104,8 +104,10 @@ comment on index users_oauth_key is 'One account per OAuth identity.';
 comment on index users_tier_idx is 'Foreign key to tier_limits; also serves per-tier reporting.';
 comment on index users_deleted_at_idx is 'Finds soft-deleted accounts past retention for purge.';
 
+-- Trigger-made updates (ledger postings, counters) stamp updated_at themselves; skipping this
+-- function for them keeps the ledger's hot path to one PL/pgSQL call.
 create trigger users_set_updated_at before update on users
-    for each row execute function set_updated_at();
+    for each row when (pg_trigger_depth() = 0) execute function set_updated_at();
 create trigger users_stamp_deleted_at before insert or update of is_deleted, deleted_at on users
     for each row execute function stamp_deleted_at();
 
@@ -154,7 +156,8 @@ begin
        set dataset_count = dataset_count + datasets,
            workflow_count = workflow_count + workflows,
            model_count = model_count + models,
-           storage_used_bytes = storage_used_bytes + storage_bytes
+           storage_used_bytes = storage_used_bytes + storage_bytes,
+           updated_at = now()
      where id = target
     returning * into u;
     if not found then

@@ -28,7 +28,6 @@ create table jobs (
     constraint jobs_snapshot_fkey foreign key (workflow_snapshot_id, user_id)
         references workflow_snapshots (id, user_id),
     constraint jobs_id_user_key unique (id, user_id),
-    constraint jobs_idempotency_key unique (user_id, idempotency_key),
     constraint jobs_credit_cost_nonnegative check (credit_cost >= 0),
     constraint jobs_priority_range check (priority between -1000 and 1000),
     constraint jobs_results_shape check (results is null or jsonb_is_object(results)),
@@ -62,18 +61,18 @@ comment on column jobs.started_at is 'When the current attempt started running.'
 comment on column jobs.completed_at is 'When the job reached a terminal state.';
 comment on column jobs.updated_at is 'Last change of this row (set by trigger).';
 
+create unique index jobs_idempotency_key on jobs (user_id, idempotency_key) where idempotency_key is not null;
 create index jobs_user_created_idx on jobs (user_id, created_at desc, id desc);
 create index jobs_snapshot_idx on jobs (workflow_snapshot_id);
 create index jobs_claimable_idx on jobs (priority desc, queued_at, id) where status = 'queued';
 create index jobs_running_heartbeat_idx on jobs (heartbeat_at) where status = 'running';
+comment on index jobs_idempotency_key is
+    'One job per client idempotency key and user; partial, so keyless jobs cost this index nothing.';
 comment on index jobs_user_created_idx is 'A user''s jobs newest first (keyset pages); also the user_id foreign key index.';
 comment on index jobs_snapshot_idx is 'Foreign key index: deleting a snapshot checks for jobs quickly.';
 comment on index jobs_claimable_idx is
     'Only queued jobs, in claim order: claiming stays fast however many finished jobs the table holds.';
 comment on index jobs_running_heartbeat_idx is 'Running jobs by last heartbeat, for the stall rescuer.';
-
-create trigger jobs_set_updated_at before update on jobs
-    for each row execute function set_updated_at();
 
 create table job_nodes (
     id            uuid primary key default gen_random_uuid(),
@@ -154,6 +153,7 @@ begin
             using errcode = 'AM004', constraint = 'jobs_terms_immutable';
     end if;
 
+    new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
     if new.status = old.status then
         new.queued_at := old.queued_at;
         new.started_at := old.started_at;
@@ -189,7 +189,7 @@ end;
 $$;
 comment on function jobs_check_transition() is
     'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot and queued '
-    'price (AM004), and stamps queued_at / started_at / completed_at.';
+    'price (AM004), and stamps queued_at / started_at / completed_at and updated_at.';
 
 -- Credit policy: a job is charged credit_cost when it enters the queue for the first time
 -- (insert as queued, or pending -> queued), and refunded in full, once, when it ends failed
@@ -222,15 +222,24 @@ comment on function jobs_settle_credits() is
 
 create trigger jobs_check_transition before insert or update on jobs
     for each row execute function jobs_check_transition();
-create trigger jobs_settle_credits after insert or update of status on jobs
-    for each row execute function jobs_settle_credits();
+-- WHEN clauses keep the function off the hot path: most transitions move no credits.
+create trigger jobs_settle_credits_on_insert after insert on jobs
+    for each row when (new.status = 'queued' and new.credit_cost > 0)
+    execute function jobs_settle_credits();
+create trigger jobs_settle_credits_on_update after update of status on jobs
+    for each row when ((old.status = 'pending' and new.status = 'queued' and new.credit_cost > 0)
+                       or (old.status in ('queued', 'running') and new.status in ('failed', 'cancelled')))
+    execute function jobs_settle_credits();
 create trigger jobs_owner_immutable before update of user_id on jobs
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();
 
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
-language sql as $$
+language plpgsql as $$
+begin
+    -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
+    return query
     update jobs j
        set status = 'running', worker_id = worker, attempt = j.attempt + 1
       from (select id from jobs
@@ -239,7 +248,8 @@ language sql as $$
              limit how_many
                for update skip locked) picked
      where j.id = picked.id
-    returning j.*
+    returning j.*;
+end;
 $$;
 comment on function claim_jobs(text, integer) is
     'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '

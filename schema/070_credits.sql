@@ -8,7 +8,8 @@
 --   * no entry may take a balance below zero: SQLSTATE AM001, constraint
 --     credit_transactions_balance_nonnegative;
 --   * sign rules per type; consumption and refund name a job of the same user; a job is
---     charged at most once and refunded at most once, never more than it consumed;
+--     charged its credit_cost once, as it is queued, and refunded at most once, exactly what
+--     it consumed, once it failed or was cancelled (constraint credit_transactions_job_policy);
 --   * a stripe payment is credited once;
 --   * entries are never updated, deleted or truncated (SQLSTATE AM004).
 -- job_id is deliberately not a foreign key: ledger entries outlive the jobs they explain
@@ -61,6 +62,7 @@ create table credit_transactions (
     -- restrict: an account with ledger entries is never hard-deleted, only purged
     constraint credit_transactions_user_fkey foreign key (user_id) references users (id) on delete restrict,
     constraint credit_transactions_package_fkey foreign key (package_id) references credit_packages (id),
+    -- also serves a user's history newest first (backward scan, keyset pages by entry_number)
     constraint credit_transactions_entry_key unique (user_id, entry_number),
     constraint credit_transactions_stripe_payment_key unique (stripe_payment_id),
     constraint credit_transactions_entry_number_positive check (entry_number >= 1),
@@ -95,13 +97,11 @@ comment on column credit_transactions.package_id is 'Package bought, for purchas
 comment on column credit_transactions.stripe_payment_id is 'Stripe payment credited; unique, so a payment is credited once.';
 comment on column credit_transactions.created_at is 'Entry time.';
 
-create index credit_transactions_user_entry_idx on credit_transactions (user_id, entry_number desc);
 create unique index credit_transactions_job_consumption_key on credit_transactions (job_id)
     where type = 'consumption';
 create unique index credit_transactions_job_refund_key on credit_transactions (job_id)
     where type = 'refund';
 create index credit_transactions_package_idx on credit_transactions (package_id) where package_id is not null;
-comment on index credit_transactions_user_entry_idx is 'A user''s history newest first (keyset pages by entry_number).';
 comment on index credit_transactions_job_consumption_key is 'A job is charged at most once.';
 comment on index credit_transactions_job_refund_key is 'A job is refunded at most once.';
 comment on index credit_transactions_package_idx is 'Foreign key index; sales per package.';
@@ -109,25 +109,35 @@ comment on index credit_transactions_package_idx is 'Foreign key index; sales pe
 create function credit_transactions_post() returns trigger
 language plpgsql as $$
 declare
-    job_owner uuid;
-    consumed  integer;
+    job jobs%rowtype;
+    consumed integer;
+    duplicate text;
 begin
     if new.job_id is not null then
         -- KEY SHARE, as a foreign key check would take: the job cannot vanish under us.
-        select j.user_id into job_owner from jobs j where j.id = new.job_id for key share;
-        if job_owner is distinct from new.user_id then
+        select * into job from jobs j where j.id = new.job_id for key share;
+        if job.user_id is distinct from new.user_id then
             raise foreign_key_violation using
                 message = format('job %s is not a job of user %s', new.job_id, new.user_id),
                 constraint = 'credit_transactions_job_owner';
         end if;
-        if new.type = 'refund' then
+        -- The credit policy (see 050_jobs.sql): a job is charged its credit_cost as it is queued,
+        -- and refunded exactly what it consumed once it has failed or been cancelled. A wrong sign
+        -- is left to credit_transactions_amount_sign, which names that problem better.
+        if new.type = 'consumption' and new.amount < 0 and not (job.status = 'queued' and new.amount = -job.credit_cost) then
+            raise check_violation using
+                message = format('job %s (%s, cost %s) cannot be charged %s', job.id, job.status,
+                                 job.credit_cost, -new.amount),
+                constraint = 'credit_transactions_job_policy';
+        end if;
+        if new.type = 'refund' and new.amount > 0 then
             select -c.amount into consumed from credit_transactions c
              where c.job_id = new.job_id and c.type = 'consumption';
-            if new.amount > coalesce(consumed, 0) then
+            if job.status not in ('failed', 'cancelled') or new.amount <> coalesce(consumed, 0) then
                 raise check_violation using
-                    message = format('refund of %s exceeds the %s credits job %s consumed',
-                                     new.amount, coalesce(consumed, 0), new.job_id),
-                    constraint = 'credit_transactions_refund_within_consumption';
+                    message = format('job %s (%s, consumed %s) cannot be refunded %s', job.id, job.status,
+                                     coalesce(consumed, 0), new.amount),
+                    constraint = 'credit_transactions_job_policy';
             end if;
         end if;
     end if;
@@ -136,7 +146,8 @@ begin
     -- the latest balance after any wait, so concurrent spends cannot overdraw.
     update users
        set credit_balance = credit_balance + new.amount,
-           last_entry_number = last_entry_number + 1
+           last_entry_number = last_entry_number + 1,
+           updated_at = now()
      where id = new.user_id
        and credit_balance + new.amount >= 0
     returning credit_balance, last_entry_number into new.balance_after, new.entry_number;
@@ -149,12 +160,35 @@ begin
             message = format('user %s does not exist', new.user_id),
             constraint = 'credit_transactions_user_fkey';
     end if;
+
+    -- BEFORE triggers run ahead of INSERT ... ON CONFLICT's own check, so a duplicate that
+    -- ON CONFLICT DO NOTHING would silently skip must be refused here, or the balance would move
+    -- without an entry. Checked after the user lock: a concurrent twin has committed by now.
+    -- One query, each probe an index lookup, short-circuited by CASE.
+    select case
+               when exists (select from credit_transactions c where c.id = new.id)
+                   then 'credit_transactions_pkey'
+               when new.stripe_payment_id is not null and exists (
+                        select from credit_transactions c where c.stripe_payment_id = new.stripe_payment_id)
+                   then 'credit_transactions_stripe_payment_key'
+               when new.type in ('consumption', 'refund') and exists (
+                        select from credit_transactions c where c.job_id = new.job_id and c.type = new.type)
+                   then 'credit_transactions_job_' || new.type || '_key'
+           end
+      into duplicate;
+    if duplicate is not null then
+        raise unique_violation using
+            message = format('duplicate ledger entry (%s): id %s, payment %s, job %s',
+                             duplicate, new.id, new.stripe_payment_id, new.job_id),
+            constraint = duplicate;
+    end if;
     return new;
 end;
 $$;
 comment on function credit_transactions_post() is
-    'BEFORE INSERT on credit_transactions: checks the job, moves the user''s balance and entry counter '
-    'in one UPDATE ... RETURNING on the locked user row, and fills balance_after and entry_number.';
+    'BEFORE INSERT on credit_transactions: checks the job and the credit policy, moves the user''s '
+    'balance and entry counter in one UPDATE ... RETURNING on the locked user row, fills balance_after '
+    'and entry_number, and refuses duplicates itself so ON CONFLICT cannot skip a row after the move.';
 
 create function credit_transactions_refuse_change() returns trigger
 language plpgsql as $$

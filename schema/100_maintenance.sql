@@ -50,54 +50,69 @@ comment on function purge_soft_deleted(interval) is
 create function check_integrity()
 returns table (invariant text, subject text, detail text)
 language sql stable as $$
+    -- Set-based throughout: each source table is read once and grouped, so the audit stays
+    -- linear on millions of ledger entries and jobs.
+    with ledger as (
+        select c.user_id, sum(c.amount) as total, count(*) as entries,
+               (array_agg(c.balance_after order by c.entry_number desc))[1] as last_balance
+          from credit_transactions c group by c.user_id
+    ), job_ledger as (
+        select c.job_id,
+               -sum(c.amount) filter (where c.type = 'consumption') as consumed,
+               sum(c.amount) filter (where c.type = 'refund') as refunded,
+               min(c.user_id::text) as entry_owner, count(distinct c.user_id) as owners
+          from credit_transactions c where c.job_id is not null group by c.job_id
+    ), dataset_counts as (
+        select user_id, count(*) as n from datasets group by user_id
+    ), workflow_counts as (
+        select user_id, count(*) as n from workflows where not is_deleted group by user_id
+    ), model_counts as (
+        select user_id, count(*) as n from models group by user_id
+    ), storage as (
+        select user_id, sum(original_size_bytes + coalesce(parquet_size_bytes, 0)) as bytes
+          from dataset_versions group by user_id
+    )
     -- Balance, entry counter and last entry agree with the ledger.
     select 'users.credit_balance = ledger', u.id::text,
            format('balance %s / last_entry_number %s, but ledger sums to %s over %s entries, last balance_after %s',
-                  u.credit_balance, u.last_entry_number, l.total, l.entries, l.last_balance)
-      from users u
-      cross join lateral (
-          select coalesce(sum(c.amount), 0) as total, count(*) as entries,
-                 coalesce((array_agg(c.balance_after order by c.entry_number desc))[1], 0) as last_balance
-            from credit_transactions c where c.user_id = u.id) l
-     where u.credit_balance <> l.total or u.last_entry_number <> l.entries or u.credit_balance <> l.last_balance
+                  u.credit_balance, u.last_entry_number, coalesce(l.total, 0), coalesce(l.entries, 0),
+                  coalesce(l.last_balance, 0))
+      from users u left join ledger l on l.user_id = u.id
+     where u.credit_balance <> coalesce(l.total, 0) or u.last_entry_number <> coalesce(l.entries, 0)
+        or u.credit_balance <> coalesce(l.last_balance, 0)
     union all
     -- Each entry is numbered 1, 2, 3... and its balance_after is the running sum.
     select 'credit_transactions chain', t.id::text,
            format('entry %s of user %s: expected number %s and balance_after %s, found %s',
                   t.entry_number, t.user_id, t.position, t.running, t.balance_after)
-      from (select c.*, row_number() over w as position, sum(c.amount) over w as running
+      from (select c.id, c.user_id, c.entry_number, c.balance_after,
+                   row_number() over w as position, sum(c.amount) over w as running
               from credit_transactions c
             window w as (partition by c.user_id order by c.entry_number)) t
      where t.entry_number <> t.position or t.balance_after <> t.running
     union all
-    -- Refunds never exceed the job's consumption; a live account's charged job is its own.
-    select 'credit_transactions job rules', c.job_id::text,
+    -- Refunds never exceed consumption; a live account's charged job exists and is its own.
+    select 'credit_transactions job rules', jl.job_id::text,
            format('job consumed %s, refunded %s, job owner %s, entry owner %s',
-                  -sum(c.amount) filter (where c.type = 'consumption'),
-                  sum(c.amount) filter (where c.type = 'refund'), min(j.user_id::text), min(c.user_id::text))
-      from credit_transactions c
-      join users u on u.id = c.user_id
-      left join jobs j on j.id = c.job_id
-     where c.job_id is not null
-     group by c.job_id
-    having coalesce(sum(c.amount) filter (where c.type = 'refund'), 0)
-               > coalesce(-sum(c.amount) filter (where c.type = 'consumption'), 0)
-        or bool_or(u.purged_at is null and (j.id is null or j.user_id <> c.user_id))
+                  jl.consumed, jl.refunded, j.user_id, jl.entry_owner)
+      from job_ledger jl
+      join users u on u.id::text = jl.entry_owner
+      left join jobs j on j.id = jl.job_id
+     where coalesce(jl.refunded, 0) > coalesce(jl.consumed, 0)
+        or jl.owners > 1
+        or (u.purged_at is null and (j.id is null or j.user_id::text <> jl.entry_owner))
     union all
     -- Jobs are charged by the policy: credit_cost once when queued, refunded once if failed or cancelled.
     select 'jobs credits follow policy', j.id::text,
            format('status %s, credit_cost %s, charged %s, refunded %s', j.status, j.credit_cost,
-                  coalesce(-c.consumed, 0), coalesce(c.refunded, 0))
+                  coalesce(jl.consumed, 0), coalesce(jl.refunded, 0))
       from jobs j
-      left join lateral (
-          select sum(x.amount) filter (where x.type = 'consumption') as consumed,
-                 sum(x.amount) filter (where x.type = 'refund') as refunded
-            from credit_transactions x where x.job_id = j.id) c on true
-     where (c.consumed is not null and -c.consumed <> j.credit_cost)
-        or (j.status = 'pending' and c.consumed is not null)
-        or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and c.consumed is null)
-        or (j.status in ('queued', 'running', 'completed') and c.refunded is not null)
-        or (j.status in ('failed', 'cancelled') and coalesce(-c.consumed, 0) <> coalesce(c.refunded, 0))
+      left join job_ledger jl on jl.job_id = j.id
+     where (jl.consumed is not null and jl.consumed <> j.credit_cost)
+        or (j.status = 'pending' and jl.consumed is not null)
+        or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and jl.consumed is null)
+        or (j.status in ('queued', 'running', 'completed') and jl.refunded is not null)
+        or (j.status in ('failed', 'cancelled') and coalesce(jl.consumed, 0) <> coalesce(jl.refunded, 0))
     union all
     -- Lifecycle stamps match the status.
     select 'jobs timestamps match status', j.id::text,
@@ -117,16 +132,15 @@ language sql stable as $$
     -- Counters and storage equal what they count.
     select 'users counters and storage', u.id::text,
            format('datasets %s/%s, workflows %s/%s, models %s/%s, storage %s/%s (stored/actual)',
-                  u.dataset_count, d.n, u.workflow_count, w.n, u.model_count, m.n, u.storage_used_bytes, s.bytes)
+                  u.dataset_count, coalesce(d.n, 0), u.workflow_count, coalesce(w.n, 0),
+                  u.model_count, coalesce(m.n, 0), u.storage_used_bytes, coalesce(s.bytes, 0))
       from users u
-      cross join lateral (select count(*) as n from datasets x where x.user_id = u.id) d
-      cross join lateral (select count(*) as n from workflows x where x.user_id = u.id and not x.is_deleted) w
-      cross join lateral (select count(*) as n from models x where x.user_id = u.id) m
-      cross join lateral (
-          select coalesce(sum(v.original_size_bytes + coalesce(v.parquet_size_bytes, 0)), 0) as bytes
-            from dataset_versions v where v.user_id = u.id) s
-     where u.dataset_count <> d.n or u.workflow_count <> w.n or u.model_count <> m.n
-        or u.storage_used_bytes <> s.bytes
+      left join dataset_counts d on d.user_id = u.id
+      left join workflow_counts w on w.user_id = u.id
+      left join model_counts m on m.user_id = u.id
+      left join storage s on s.user_id = u.id
+     where u.dataset_count <> coalesce(d.n, 0) or u.workflow_count <> coalesce(w.n, 0)
+        or u.model_count <> coalesce(m.n, 0) or u.storage_used_bytes <> coalesce(s.bytes, 0)
     union all
     -- Version numbers come from the dataset's sequence.
     select 'dataset_versions numbering', v.id::text,
