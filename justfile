@@ -10,15 +10,24 @@ default:
 up:
     automl-db up
 
+# The main job: the platform's story end to end through the typed API
+demo: up
+    python -m automl_db.demo
+
+# Regenerate automl_db/rows.py, queries.py, aqueries.py from queries/ (--check: fail if stale)
+codegen *args:
+    python -m automl_db.codegen {{ args }}
+
 # Run the test suite on the embedded server, or on DATABASE_URL when set
 test *args:
     python -m pytest -q {{ args }}
 
-# ruff, mypy --strict, squawk on the migrations
+# ruff, mypy --strict, squawk on the migrations, generated code fresh
 lint:
     ruff check .
     mypy
     squawk migrations/*.sql
+    python -m automl_db.codegen --check
 
 # Apply pending migrations
 migrate:
@@ -35,3 +44,7 @@ server:
 # Stop the embedded server
 down:
     automl-db stop
+
+# Benchmarks against raw baselines in the same run; figures into docs/benchmarks.md
+bench *args:
+    python -m bench.run {{ args }}

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from automl_db import embedded, migrate
 from automl_db.config import Settings
-from automl_db.database import connect, describe, resolve_url
+from automl_db.database import connect, describe, enable_local_logins, resolve_url
 from automl_db.errors import AutomlDbError
 from automl_db.paths import queries_dir
 
@@ -31,6 +31,8 @@ def _stop(settings: Settings) -> None:
 def _migrate(settings: Settings) -> None:
     url = resolve_url(settings)
     applied = migrate.apply(url)
+    if not settings.database_url:
+        enable_local_logins(url)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; none pending"))
 
 
@@ -47,6 +49,8 @@ def _status(settings: Settings) -> None:
 def _up(settings: Settings) -> None:
     url = resolve_url(settings)
     applied = migrate.apply(url)
+    if not settings.database_url:
+        enable_local_logins(url)
     queries = aiosql.from_path(queries_dir() / "reference_data.sql", "psycopg")
     with connect(url) as conn:
         queries.seed_reference_data(conn)

@@ -19,6 +19,13 @@ class Settings:
     embedded_data_dir: Path = field(default_factory=_default_data_dir)
     embedded_pg_version: int = 18
     connect_timeout: float = 10.0
+    #: The seed's pool: 20 connections kept, 10 more on demand (SQLAlchemy pool_size=20, max_overflow=10).
+    pool_min_size: int = 20
+    pool_max_size: int = 30
+    #: Seconds a caller waits for a free connection before PoolTimeout.
+    pool_timeout: float = 30.0
+    #: Server-side limit for one statement, in milliseconds (0: none).
+    statement_timeout_ms: int = 0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -30,4 +37,8 @@ class Settings:
             else defaults.embedded_data_dir,
             embedded_pg_version=int(env.get("AUTOML_DB_PG_VERSION", defaults.embedded_pg_version)),
             connect_timeout=float(env.get("AUTOML_DB_CONNECT_TIMEOUT", defaults.connect_timeout)),
+            pool_min_size=int(env.get("AUTOML_DB_POOL_MIN_SIZE", defaults.pool_min_size)),
+            pool_max_size=int(env.get("AUTOML_DB_POOL_MAX_SIZE", defaults.pool_max_size)),
+            pool_timeout=float(env.get("AUTOML_DB_POOL_TIMEOUT", defaults.pool_timeout)),
+            statement_timeout_ms=int(env.get("AUTOML_DB_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms)),
         )

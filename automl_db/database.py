@@ -3,18 +3,47 @@
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 from automl_db import embedded
 from automl_db.config import Settings
 from automl_db.errors import DatabaseUnavailable
 
+#: Roles the embedded server (and the tests) let log in without a password, for local use only.
+LOCAL_LOGIN_ROLES = ("automl_app", "automl_worker", "automl_readonly")
+
 
 def resolve_url(settings: Settings | None = None) -> str:
-    """DATABASE_URL when set, else the embedded server's URL (starting it if needed)."""
+    """DATABASE_URL when set, else the embedded server's URL (starting it if needed), as its superuser:
+    the administrative URL that migrations, codegen and the CLI use."""
     settings = settings or Settings.from_env()
     if settings.database_url:
         return settings.database_url
     return embedded.start(settings.embedded_data_dir, settings.embedded_pg_version)
+
+
+def resolve_role_url(settings: Settings | None = None, role: str = "automl_app") -> str:
+    """The URL a service uses: DATABASE_URL as given (the deployment chose its login), or the
+    embedded server's database logged in as `role`."""
+    settings = settings or Settings.from_env()
+    if settings.database_url:
+        return settings.database_url
+    return with_user(resolve_url(settings), role)
+
+
+def with_user(url: str, user: str) -> str:
+    """The same server and database, another login (no password: local trust auth)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def enable_local_logins(admin_url: str) -> None:
+    """Let the schema's roles log in, on a local server only (embedded, tests): a deployment gives
+    its own logins passwords instead (README, Security)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for role in LOCAL_LOGIN_ROLES:
+            conn.execute(sql.SQL("alter role {} login").format(sql.Identifier(role)))
 
 
 def with_database(url: str, dbname: str) -> str:

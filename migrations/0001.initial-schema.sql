@@ -1,4 +1,4 @@
--- 0001 initial schema: every table, enum, function and trigger of schema/ as first released.
+-- 0001 initial schema: every object of schema/ (roles, tables, functions, triggers, security) as first released.
 -- Frozen once landed: later changes come as new migrations.
 -- Every table is created here, empty, so the rules about live tables do not apply:
 -- squawk-ignore-file require-concurrent-index-creation, constraint-missing-not-valid, adding-foreign-key-constraint
@@ -83,6 +83,49 @@ $$;
 comment on function stamp_deleted_at() is
     'BEFORE INSERT/UPDATE trigger for soft-deletable tables: stamps deleted_at when is_deleted turns '
     'true, keeps it while it stays true, clears it on restore. Client-written values are ignored.';
+
+-- ==== schema/005_roles.sql ====
+-- 005_roles.sql — the roles this schema grants to, and the tenant context helper.
+--
+-- Owns: the four roles (cluster-wide, so created only when missing and never dropped by a
+-- rollback: other databases of the cluster may use them) and app_user_id(), the one place the
+-- per-transaction tenant setting is read. Grants and row-level security are in 110_security.sql.
+--   automl_owner     NOLOGIN, BYPASSRLS: owns every object; migrations and SECURITY DEFINER
+--                    functions act as it.
+--   automl_app       the runtime role: DML on tenant tables through row-level security, SELECT on
+--                    reference data; owns nothing. A deployment gives it (or a member) LOGIN.
+--   automl_worker    member of automl_app; may also claim jobs, beat heartbeats, rescue and purge.
+--   automl_readonly  SELECT on everything through explicit read-all policies, and the audit.
+-- Creating a BYPASSRLS role takes a superuser: run migrations as one (or have the DBA create the
+-- roles first; these statements then do nothing).
+
+do $$
+begin
+    if not exists (select from pg_roles where rolname = 'automl_owner') then
+        create role automl_owner nologin bypassrls;
+    end if;
+    if not exists (select from pg_roles where rolname = 'automl_app') then
+        create role automl_app nologin;
+    end if;
+    if not exists (select from pg_roles where rolname = 'automl_worker') then
+        create role automl_worker nologin;
+    end if;
+    if not exists (select from pg_roles where rolname = 'automl_readonly') then
+        create role automl_readonly nologin;
+    end if;
+end;
+$$;
+grant automl_app to automl_worker;
+
+-- The tenant of the current transaction: set by the application with
+-- set_config('automl.user_id', <uuid>, true); '' after a transaction ends, NULL if never set.
+create function app_user_id() returns uuid
+language sql stable parallel safe as $$
+    select nullif(current_setting('automl.user_id', true), '')::uuid
+$$;
+comment on function app_user_id() is
+    'The user the current transaction acts for (setting automl.user_id), or NULL. Row-level security '
+    'policies call it as (select app_user_id()) so it is evaluated once per statement.';
 
 -- ==== schema/010_enums.sql ====
 -- 010_enums.sql — the enumerated types shared across domains.
@@ -328,6 +371,38 @@ $$;
 comment on function refuse_owner_change() is
     'BEFORE UPDATE OF user_id trigger on owned tables: rows are never moved to another user.';
 
+-- Account entry points that must look across users (row-level security hides other accounts
+-- from automl_app): owned by automl_owner, granted to automl_app in 110_security.sql.
+create function oauth_sign_in(p_email text, p_full_name text, p_provider oauth_provider, p_provider_id text)
+returns setof users
+language sql
+security definer set search_path = pg_catalog, public, pg_temp as $$
+    insert into users (email, full_name, oauth_provider, oauth_id, email_verified)
+    values (p_email, p_full_name, p_provider, p_provider_id, true)
+    on conflict (oauth_provider, oauth_id) do update
+       set full_name = coalesce(excluded.full_name, users.full_name), email_verified = true
+    returning *
+$$;
+comment on function oauth_sign_in(text, text, oauth_provider, text) is
+    'Creates or refreshes the account of an OAuth identity (the provider vouches for the e-mail) and '
+    'returns it: the one way the application finds an account it does not act for yet.';
+
+create function user_id_for_email(p_email text) returns uuid
+language sql stable
+security definer set search_path = pg_catalog, public, pg_temp as $$
+    select id from users where lower(email) = lower(p_email)
+$$;
+comment on function user_id_for_email(text) is
+    'The id of the account with this e-mail (any case), for sign-in; the application then acts for it.';
+
+create function change_user_tier(p_user uuid, p_tier user_tier) returns setof users
+language sql
+security definer set search_path = pg_catalog, public, pg_temp as $$
+    update users set tier = p_tier where id = p_user and id = app_user_id() returning *
+$$;
+comment on function change_user_tier(uuid, user_tier) is
+    'Moves the account the transaction acts for to another tier (automl_app cannot write users.tier).';
+
 -- ==== schema/030_datasets.sql ====
 -- 030_datasets.sql — datasets, their versions, profiles and ingestion jobs.
 --
@@ -455,7 +530,8 @@ comment on index datasets_current_version_idx is 'Foreign key index: deleting a 
 -- Numbers the version from the dataset row itself: the UPDATE locks that row, so concurrent
 -- uploads to one dataset queue up and each gets the next number, in constant time.
 create function dataset_versions_assign_number() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     owner uuid;
 begin
@@ -628,7 +704,8 @@ create trigger ingestion_jobs_set_updated_at before update on ingestion_jobs
 
 -- Usage counters and quotas (users_adjust_usage owns the arithmetic and the limits).
 create function datasets_count_usage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         perform users_adjust_usage(new.user_id, datasets => 1);
@@ -642,7 +719,8 @@ comment on function datasets_count_usage() is
     'AFTER INSERT/DELETE on datasets: keeps users.dataset_count exact and enforces the tier''s dataset limit.';
 
 create function dataset_versions_count_storage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     delta bigint := 0;
 begin
@@ -751,7 +829,8 @@ comment on index workflow_snapshots_workflow_idx is 'A workflow''s snapshots new
 comment on index workflow_snapshots_user_created_idx is 'A user''s snapshots newest first; also the user_id foreign key index.';
 
 create function workflows_count_usage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     delta integer := 0;
 begin
@@ -1034,7 +1113,8 @@ create trigger jobs_owner_immutable before update of user_id on jobs
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
     -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
     return query
@@ -1054,7 +1134,8 @@ comment on function claim_jobs(text, integer) is
     'SKIP LOCKED, marks them running for worker and returns them. Concurrent callers never share a job.';
 
 create function heartbeat_job(job uuid, worker text) returns boolean
-language sql as $$
+language sql
+security definer set search_path = pg_catalog, public, pg_temp as $$
     update jobs set heartbeat_at = now()
      where id = job and worker_id = worker and status = 'running'
     returning true
@@ -1065,7 +1146,8 @@ comment on function heartbeat_job(uuid, text) is
 
 create function rescue_stalled_jobs(stalled_after interval default '5 minutes')
 returns table (job_id uuid, action text)
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     j record;
 begin
@@ -1237,7 +1319,8 @@ create trigger models_set_updated_at before update on models
     for each row execute function set_updated_at();
 
 create function models_count_usage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         perform users_adjust_usage(new.user_id, models => 1);
@@ -1268,7 +1351,8 @@ create trigger models_owner_immutable before update of user_id on models
 --   * sign rules per type; consumption and refund name a job of the same user; a job is
 --     charged its credit_cost once, as it is queued, and refunded at most once, exactly what
 --     it consumed, once it failed or was cancelled (constraint credit_transactions_job_policy);
---   * a stripe payment is credited once;
+--   * a stripe payment is credited once; a package purchase credits exactly the package, and
+--     only to a tier allowed to buy it;
 --   * entries are never updated, deleted or truncated (SQLSTATE AM004).
 -- job_id is deliberately not a foreign key: ledger entries outlive the jobs they explain
 -- (purge removes a closed account's jobs, never its ledger). The posting trigger checks the
@@ -1365,11 +1449,14 @@ comment on index credit_transactions_job_refund_key is 'A job is refunded at mos
 comment on index credit_transactions_package_idx is 'Foreign key index; sales per package.';
 
 create function credit_transactions_post() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     job jobs%rowtype;
     consumed integer;
     duplicate text;
+    account_tier user_tier;
+    package credit_packages%rowtype;
 begin
     if new.job_id is not null then
         -- KEY SHARE, as a foreign key check would take: the job cannot vanish under us.
@@ -1408,7 +1495,7 @@ begin
            updated_at = now()
      where id = new.user_id
        and credit_balance + new.amount >= 0
-    returning credit_balance, last_entry_number into new.balance_after, new.entry_number;
+    returning credit_balance, last_entry_number, tier into new.balance_after, new.entry_number, account_tier;
     if not found then
         if exists (select from users where id = new.user_id) then
             raise exception 'insufficient credits: user % cannot take %', new.user_id, new.amount
@@ -1417,6 +1504,26 @@ begin
         raise foreign_key_violation using
             message = format('user %s does not exist', new.user_id),
             constraint = 'credit_transactions_user_fkey';
+    end if;
+
+    -- A purchase of a package credits exactly that package, to a tier allowed to buy it: the
+    -- application may insert purchases, so this is what stops it minting credits.
+    if new.type = 'purchase' and new.package_id is not null then
+        select * into package from credit_packages p where p.id = new.package_id;
+        if not found then
+            raise foreign_key_violation using message = format('package %s does not exist', new.package_id),
+                constraint = 'credit_transactions_package_fkey';
+        elsif new.amount <> package.credits then
+            raise check_violation using
+                message = format('package %s grants %s credits, not %s', package.name, package.credits, new.amount),
+                constraint = 'credit_transactions_purchase_matches_package';
+        elsif not package.is_active
+              or (package.tier_restriction = 'pro_only' and account_tier <> 'pro')
+              or (package.tier_restriction = 'enterprise_only' and account_tier <> 'enterprise') then
+            raise check_violation using
+                message = format('package %s is not for sale to a %s account', package.name, account_tier),
+                constraint = 'credit_transactions_package_for_tier';
+        end if;
     end if;
 
     -- BEFORE triggers run ahead of INSERT ... ON CONFLICT's own check, so a duplicate that
@@ -1702,7 +1809,8 @@ create trigger user_tutorial_progress_owner_immutable before update of user_id o
 
 create function purge_soft_deleted(retention interval default '30 days')
 returns table (item text, removed bigint)
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     cutoff timestamptz := now() - retention;
     doomed uuid[];
@@ -1745,7 +1853,8 @@ comment on function purge_soft_deleted(interval) is
 
 create function check_integrity()
 returns table (invariant text, subject text, detail text)
-language sql stable as $$
+language sql stable
+security definer set search_path = pg_catalog, public, pg_temp as $$
     -- Set-based throughout: each source table is read once and grouped, so the audit stays
     -- linear on millions of ledger entries and jobs.
     with ledger as (
@@ -1872,4 +1981,121 @@ comment on function check_integrity() is
     'DBA audit: one row per broken invariant (ledger chain and balances, credit policy per job, '
     'lifecycle stamps, counters, storage, version numbering, owner links); no rows when healthy. '
     'Recomputes from the base rows, so it notices drift written behind the triggers'' back.';
+
+-- ==== schema/110_security.sql ====
+-- 110_security.sql — who may do what: ownership, grants and row-level security.
+--
+-- Owns: the ownership of every object (automl_owner), the privileges of automl_app,
+-- automl_worker and automl_readonly, and the row-level security policies of every table that
+-- carries a user. Rules of thumb a reviewer can check here:
+--   * automl_app owns nothing, is not superuser and has no BYPASSRLS;
+--   * every tenant table has ENABLE + FORCE row level security and a policy keyed on
+--     (select app_user_id()): no user set, no rows; WITH CHECK keeps rows from being created
+--     for, or moved to, another user;
+--   * the ledger is SELECT + INSERT only, and the app may insert neither adjustments nor
+--     purchases without a package;
+--   * EXECUTE is revoked from PUBLIC on every function and granted on purpose;
+--   * work that spans users goes through SECURITY DEFINER functions with a pinned search_path.
+
+-- Ownership: everything in this schema belongs to automl_owner.
+do $$
+declare
+    statement text;
+begin
+    for statement in
+        select format('alter table %I owner to automl_owner', c.relname)
+          from pg_class c
+         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'S')
+           and c.relname not like '\_yoyo%' and c.relname <> 'yoyo_lock'
+        union all
+        select format('alter function %s owner to automl_owner', p.oid::regprocedure)
+          from pg_proc p where p.pronamespace = 'public'::regnamespace
+        union all
+        select format('alter type %s owner to automl_owner', t.oid::regtype)
+          from pg_type t
+         where t.typnamespace = 'public'::regnamespace and t.typtype in ('e', 'd')
+    loop
+        execute statement;
+    end loop;
+end;
+$$;
+
+revoke create on schema public from public;
+grant usage on schema public to automl_app, automl_readonly;
+
+-- Functions: nothing for PUBLIC; each role gets what it calls.
+revoke execute on all functions in schema public from public;
+grant execute on function app_user_id(), jsonb_is_object(jsonb), jsonb_is_number_map(jsonb),
+    workflow_graph_is_valid(jsonb), tutorial_steps_are_valid(jsonb)
+    to automl_app, automl_readonly;
+grant execute on function oauth_sign_in(text, text, oauth_provider, text), user_id_for_email(text),
+    change_user_tier(uuid, user_tier)
+    to automl_app;
+grant execute on function claim_jobs(text, integer), heartbeat_job(uuid, text),
+    rescue_stalled_jobs(interval), purge_soft_deleted(interval)
+    to automl_worker;
+grant execute on function check_integrity() to automl_worker, automl_readonly;
+
+-- Reference data: readable by every role, written by the owner only.
+grant select on tier_limits, credit_packages, tutorials to automl_app, automl_readonly;
+
+-- Tenant tables.
+grant select on all tables in schema public to automl_readonly;
+grant select on users to automl_app;
+grant insert (id, email, full_name) on users to automl_app;
+grant update (email, full_name, email_verified, is_deleted) on users to automl_app;
+grant select, insert, update, delete on datasets, dataset_versions, dataset_profiles, ingestion_jobs,
+    workflows, models, experiments, experiment_runs, user_tutorial_progress to automl_app;
+revoke update on datasets from automl_app;
+grant update (name, description, problem_type, target_column, current_version_id) on datasets to automl_app;
+grant select, insert on workflow_snapshots, credit_transactions to automl_app;
+grant select, insert, update on jobs, job_nodes to automl_app;
+
+-- Row-level security: automl_app (and its member automl_worker) sees and writes the rows of
+-- app_user_id() only; automl_readonly reads everything, explicitly.
+do $$
+declare
+    tenant text;
+begin
+    foreach tenant in array array['datasets', 'dataset_versions', 'dataset_profiles', 'ingestion_jobs',
+                                  'workflows', 'workflow_snapshots', 'jobs', 'job_nodes', 'models',
+                                  'experiments', 'experiment_runs', 'user_tutorial_progress']
+    loop
+        execute format('alter table %I enable row level security', tenant);
+        execute format('alter table %I force row level security', tenant);
+        execute format('create policy %I on %I to automl_app using (user_id = (select app_user_id()))'
+                       ' with check (user_id = (select app_user_id()))', tenant || '_tenant', tenant);
+        execute format('create policy %I on %I for select to automl_readonly using (true)',
+                       tenant || '_readonly', tenant);
+        execute format('comment on policy %I on %I is %L', tenant || '_tenant', tenant,
+                       'automl_app reads and writes only the rows of app_user_id().');
+        execute format('comment on policy %I on %I is %L', tenant || '_readonly', tenant,
+                       'automl_readonly reads every row (analytics, support).');
+    end loop;
+end;
+$$;
+
+alter table users enable row level security;
+alter table users force row level security;
+create policy users_tenant on users to automl_app
+    using (id = (select app_user_id())) with check (id = (select app_user_id()));
+create policy users_readonly on users for select to automl_readonly using (true);
+comment on policy users_tenant on users is
+    'automl_app reads and writes only the account of app_user_id(); sign-up inserts it under that id.';
+comment on policy users_readonly on users is 'automl_readonly reads every account (analytics, support).';
+
+alter table credit_transactions enable row level security;
+alter table credit_transactions force row level security;
+create policy credit_transactions_tenant_read on credit_transactions for select to automl_app
+    using (user_id = (select app_user_id()));
+create policy credit_transactions_tenant_insert on credit_transactions for insert to automl_app
+    with check (user_id = (select app_user_id()) and type <> 'adjustment'
+                and (type <> 'purchase' or package_id is not null));
+create policy credit_transactions_readonly on credit_transactions for select to automl_readonly using (true);
+comment on policy credit_transactions_tenant_read on credit_transactions is
+    'automl_app reads only the ledger of app_user_id().';
+comment on policy credit_transactions_tenant_insert on credit_transactions is
+    'automl_app posts only for app_user_id(), never adjustments, and purchases only of a package.';
+comment on policy credit_transactions_readonly on credit_transactions is
+    'automl_readonly reads every entry (finance, support).';
 

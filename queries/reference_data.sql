@@ -29,6 +29,7 @@ on conflict (slug) do nothing;
 
 -- name: schema_tables()
 -- Names of the schema's tables (yoyo's bookkeeping left out), for summaries.
+-- not-null: table_name
 select c.relname::text as table_name
   from pg_class c
  where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r'

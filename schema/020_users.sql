@@ -196,3 +196,35 @@ end;
 $$;
 comment on function refuse_owner_change() is
     'BEFORE UPDATE OF user_id trigger on owned tables: rows are never moved to another user.';
+
+-- Account entry points that must look across users (row-level security hides other accounts
+-- from automl_app): owned by automl_owner, granted to automl_app in 110_security.sql.
+create function oauth_sign_in(p_email text, p_full_name text, p_provider oauth_provider, p_provider_id text)
+returns setof users
+language sql
+security definer set search_path = pg_catalog, public, pg_temp as $$
+    insert into users (email, full_name, oauth_provider, oauth_id, email_verified)
+    values (p_email, p_full_name, p_provider, p_provider_id, true)
+    on conflict (oauth_provider, oauth_id) do update
+       set full_name = coalesce(excluded.full_name, users.full_name), email_verified = true
+    returning *
+$$;
+comment on function oauth_sign_in(text, text, oauth_provider, text) is
+    'Creates or refreshes the account of an OAuth identity (the provider vouches for the e-mail) and '
+    'returns it: the one way the application finds an account it does not act for yet.';
+
+create function user_id_for_email(p_email text) returns uuid
+language sql stable
+security definer set search_path = pg_catalog, public, pg_temp as $$
+    select id from users where lower(email) = lower(p_email)
+$$;
+comment on function user_id_for_email(text) is
+    'The id of the account with this e-mail (any case), for sign-in; the application then acts for it.';
+
+create function change_user_tier(p_user uuid, p_tier user_tier) returns setof users
+language sql
+security definer set search_path = pg_catalog, public, pg_temp as $$
+    update users set tier = p_tier where id = p_user and id = app_user_id() returning *
+$$;
+comment on function change_user_tier(uuid, user_tier) is
+    'Moves the account the transaction acts for to another tier (automl_app cannot write users.tier).';

@@ -124,7 +124,8 @@ comment on index datasets_current_version_idx is 'Foreign key index: deleting a 
 -- Numbers the version from the dataset row itself: the UPDATE locks that row, so concurrent
 -- uploads to one dataset queue up and each gets the next number, in constant time.
 create function dataset_versions_assign_number() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     owner uuid;
 begin
@@ -297,7 +298,8 @@ create trigger ingestion_jobs_set_updated_at before update on ingestion_jobs
 
 -- Usage counters and quotas (users_adjust_usage owns the arithmetic and the limits).
 create function datasets_count_usage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         perform users_adjust_usage(new.user_id, datasets => 1);
@@ -311,7 +313,8 @@ comment on function datasets_count_usage() is
     'AFTER INSERT/DELETE on datasets: keeps users.dataset_count exact and enforces the tier''s dataset limit.';
 
 create function dataset_versions_count_storage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     delta bigint := 0;
 begin

@@ -73,7 +73,8 @@ comment on index workflow_snapshots_workflow_idx is 'A workflow''s snapshots new
 comment on index workflow_snapshots_user_created_idx is 'A user''s snapshots newest first; also the user_id foreign key index.';
 
 create function workflows_count_usage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     delta integer := 0;
 begin

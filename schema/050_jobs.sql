@@ -236,7 +236,8 @@ create trigger jobs_owner_immutable before update of user_id on jobs
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
     -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
     return query
@@ -256,7 +257,8 @@ comment on function claim_jobs(text, integer) is
     'SKIP LOCKED, marks them running for worker and returns them. Concurrent callers never share a job.';
 
 create function heartbeat_job(job uuid, worker text) returns boolean
-language sql as $$
+language sql
+security definer set search_path = pg_catalog, public, pg_temp as $$
     update jobs set heartbeat_at = now()
      where id = job and worker_id = worker and status = 'running'
     returning true
@@ -267,7 +269,8 @@ comment on function heartbeat_job(uuid, text) is
 
 create function rescue_stalled_jobs(stalled_after interval default '5 minutes')
 returns table (job_id uuid, action text)
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     j record;
 begin

@@ -70,7 +70,8 @@ create trigger models_set_updated_at before update on models
     for each row execute function set_updated_at();
 
 create function models_count_usage() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         perform users_adjust_usage(new.user_id, models => 1);

@@ -10,7 +10,8 @@
 --   * sign rules per type; consumption and refund name a job of the same user; a job is
 --     charged its credit_cost once, as it is queued, and refunded at most once, exactly what
 --     it consumed, once it failed or was cancelled (constraint credit_transactions_job_policy);
---   * a stripe payment is credited once;
+--   * a stripe payment is credited once; a package purchase credits exactly the package, and
+--     only to a tier allowed to buy it;
 --   * entries are never updated, deleted or truncated (SQLSTATE AM004).
 -- job_id is deliberately not a foreign key: ledger entries outlive the jobs they explain
 -- (purge removes a closed account's jobs, never its ledger). The posting trigger checks the
@@ -107,11 +108,14 @@ comment on index credit_transactions_job_refund_key is 'A job is refunded at mos
 comment on index credit_transactions_package_idx is 'Foreign key index; sales per package.';
 
 create function credit_transactions_post() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     job jobs%rowtype;
     consumed integer;
     duplicate text;
+    account_tier user_tier;
+    package credit_packages%rowtype;
 begin
     if new.job_id is not null then
         -- KEY SHARE, as a foreign key check would take: the job cannot vanish under us.
@@ -150,7 +154,7 @@ begin
            updated_at = now()
      where id = new.user_id
        and credit_balance + new.amount >= 0
-    returning credit_balance, last_entry_number into new.balance_after, new.entry_number;
+    returning credit_balance, last_entry_number, tier into new.balance_after, new.entry_number, account_tier;
     if not found then
         if exists (select from users where id = new.user_id) then
             raise exception 'insufficient credits: user % cannot take %', new.user_id, new.amount
@@ -159,6 +163,26 @@ begin
         raise foreign_key_violation using
             message = format('user %s does not exist', new.user_id),
             constraint = 'credit_transactions_user_fkey';
+    end if;
+
+    -- A purchase of a package credits exactly that package, to a tier allowed to buy it: the
+    -- application may insert purchases, so this is what stops it minting credits.
+    if new.type = 'purchase' and new.package_id is not null then
+        select * into package from credit_packages p where p.id = new.package_id;
+        if not found then
+            raise foreign_key_violation using message = format('package %s does not exist', new.package_id),
+                constraint = 'credit_transactions_package_fkey';
+        elsif new.amount <> package.credits then
+            raise check_violation using
+                message = format('package %s grants %s credits, not %s', package.name, package.credits, new.amount),
+                constraint = 'credit_transactions_purchase_matches_package';
+        elsif not package.is_active
+              or (package.tier_restriction = 'pro_only' and account_tier <> 'pro')
+              or (package.tier_restriction = 'enterprise_only' and account_tier <> 'enterprise') then
+            raise check_violation using
+                message = format('package %s is not for sale to a %s account', package.name, account_tier),
+                constraint = 'credit_transactions_package_for_tier';
+        end if;
     end if;
 
     -- BEFORE triggers run ahead of INSERT ... ON CONFLICT's own check, so a duplicate that

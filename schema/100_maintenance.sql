@@ -6,7 +6,8 @@
 
 create function purge_soft_deleted(retention interval default '30 days')
 returns table (item text, removed bigint)
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     cutoff timestamptz := now() - retention;
     doomed uuid[];
@@ -49,7 +50,8 @@ comment on function purge_soft_deleted(interval) is
 
 create function check_integrity()
 returns table (invariant text, subject text, detail text)
-language sql stable as $$
+language sql stable
+security definer set search_path = pg_catalog, public, pg_temp as $$
     -- Set-based throughout: each source table is read once and grouped, so the audit stays
     -- linear on millions of ledger entries and jobs.
     with ledger as (

@@ -11,7 +11,8 @@ PUBLIC = "'public'::regnamespace"
 
 CATALOG_QUERIES: dict[str, str] = {
     "tables": f"""
-        select c.relname, c.relkind::text, c.relrowsecurity::text, c.relforcerowsecurity::text,
+        select c.relname, c.relkind::text, c.relowner::regrole::text, c.relrowsecurity::text,
+               c.relforcerowsecurity::text,
                coalesce(c.relacl::text, ''), coalesce(obj_description(c.oid, 'pg_class'), '')
           from pg_class c
          where c.relnamespace = {PUBLIC} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and {NOT_YOYO}""",
@@ -40,6 +41,7 @@ CATALOG_QUERIES: dict[str, str] = {
          where c.relnamespace = {PUBLIC} and not t.tgisinternal and {NOT_YOYO}""",
     "functions": f"""
         select p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid),
+               p.proowner::regrole::text,
                coalesce(p.proacl::text, ''), coalesce(obj_description(p.oid, 'pg_proc'), '')
           from pg_proc p where p.pronamespace = {PUBLIC}""",
     "types": f"""
@@ -51,7 +53,8 @@ CATALOG_QUERIES: dict[str, str] = {
          where t.typnamespace = {PUBLIC} and t.typtype in ('e', 'd', 'c')
            and not exists (select from pg_class c where c.reltype = t.oid)""",
     "policies": f"""
-        select c.relname, p.polname, p.polcmd::text, p.polpermissive::text,
+        select c.relname, p.polname, coalesce(obj_description(p.oid, 'pg_policy'), ''), p.polcmd::text,
+               p.polpermissive::text,
                coalesce(pg_get_expr(p.polqual, p.polrelid), ''), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''),
                coalesce((select string_agg(r::regrole::text, ',' order by r::regrole::text)
                            from unnest(p.polroles) r), '')

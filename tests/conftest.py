@@ -3,6 +3,10 @@
 The server is DATABASE_URL when set, else the embedded one. Each test gets a fresh database
 (CREATE DATABASE ... TEMPLATE), so tests are isolated and cheap, and every test ends with
 check_integrity() returning nothing unless it is marked `drift` (it breaks rules on purpose).
+
+`conn` / `db_url` connect as the server's superuser: the schema's rules hold for every client, so
+the rule tests write as the most privileged one. The typed API, the demo and the security tests
+connect as automl_app (`app_url`), automl_worker and automl_readonly.
 """
 
 import itertools
@@ -15,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
 from automl_db import migrate
-from automl_db.database import resolve_url, with_database
+from automl_db.database import enable_local_logins, resolve_url, with_database, with_user
 
 _clone_numbers = itertools.count()
 
@@ -53,6 +57,7 @@ def server_url() -> str:
 def template_name(server_url: str) -> Iterator[str]:
     name = f"automl_tpl_{os.getpid()}"
     migrate.apply(create_database(server_url, name))
+    enable_local_logins(server_url)
     yield name
     drop_database(server_url, name)
 
@@ -68,6 +73,22 @@ def db_url(server_url: str, template_name: str, request: pytest.FixtureRequest) 
             broken = conn.execute("select * from check_integrity()").fetchall()
     drop_database(server_url, name)
     assert broken == [], f"check_integrity() after the test: {broken}"
+
+
+@pytest.fixture
+def app_url(db_url: str) -> str:
+    """The test's database as automl_app, the runtime role: row-level security applies."""
+    return with_user(db_url, "automl_app")
+
+
+@pytest.fixture
+def worker_url(db_url: str) -> str:
+    return with_user(db_url, "automl_worker")
+
+
+@pytest.fixture
+def readonly_url(db_url: str) -> str:
+    return with_user(db_url, "automl_readonly")
 
 
 @pytest.fixture

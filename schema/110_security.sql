@@ -1,0 +1,115 @@
+-- 110_security.sql — who may do what: ownership, grants and row-level security.
+--
+-- Owns: the ownership of every object (automl_owner), the privileges of automl_app,
+-- automl_worker and automl_readonly, and the row-level security policies of every table that
+-- carries a user. Rules of thumb a reviewer can check here:
+--   * automl_app owns nothing, is not superuser and has no BYPASSRLS;
+--   * every tenant table has ENABLE + FORCE row level security and a policy keyed on
+--     (select app_user_id()): no user set, no rows; WITH CHECK keeps rows from being created
+--     for, or moved to, another user;
+--   * the ledger is SELECT + INSERT only, and the app may insert neither adjustments nor
+--     purchases without a package;
+--   * EXECUTE is revoked from PUBLIC on every function and granted on purpose;
+--   * work that spans users goes through SECURITY DEFINER functions with a pinned search_path.
+
+-- Ownership: everything in this schema belongs to automl_owner.
+do $$
+declare
+    statement text;
+begin
+    for statement in
+        select format('alter table %I owner to automl_owner', c.relname)
+          from pg_class c
+         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'S')
+           and c.relname not like '\_yoyo%' and c.relname <> 'yoyo_lock'
+        union all
+        select format('alter function %s owner to automl_owner', p.oid::regprocedure)
+          from pg_proc p where p.pronamespace = 'public'::regnamespace
+        union all
+        select format('alter type %s owner to automl_owner', t.oid::regtype)
+          from pg_type t
+         where t.typnamespace = 'public'::regnamespace and t.typtype in ('e', 'd')
+    loop
+        execute statement;
+    end loop;
+end;
+$$;
+
+revoke create on schema public from public;
+grant usage on schema public to automl_app, automl_readonly;
+
+-- Functions: nothing for PUBLIC; each role gets what it calls.
+revoke execute on all functions in schema public from public;
+grant execute on function app_user_id(), jsonb_is_object(jsonb), jsonb_is_number_map(jsonb),
+    workflow_graph_is_valid(jsonb), tutorial_steps_are_valid(jsonb)
+    to automl_app, automl_readonly;
+grant execute on function oauth_sign_in(text, text, oauth_provider, text), user_id_for_email(text),
+    change_user_tier(uuid, user_tier)
+    to automl_app;
+grant execute on function claim_jobs(text, integer), heartbeat_job(uuid, text),
+    rescue_stalled_jobs(interval), purge_soft_deleted(interval)
+    to automl_worker;
+grant execute on function check_integrity() to automl_worker, automl_readonly;
+
+-- Reference data: readable by every role, written by the owner only.
+grant select on tier_limits, credit_packages, tutorials to automl_app, automl_readonly;
+
+-- Tenant tables.
+grant select on all tables in schema public to automl_readonly;
+grant select on users to automl_app;
+grant insert (id, email, full_name) on users to automl_app;
+grant update (email, full_name, email_verified, is_deleted) on users to automl_app;
+grant select, insert, update, delete on datasets, dataset_versions, dataset_profiles, ingestion_jobs,
+    workflows, models, experiments, experiment_runs, user_tutorial_progress to automl_app;
+revoke update on datasets from automl_app;
+grant update (name, description, problem_type, target_column, current_version_id) on datasets to automl_app;
+grant select, insert on workflow_snapshots, credit_transactions to automl_app;
+grant select, insert, update on jobs, job_nodes to automl_app;
+
+-- Row-level security: automl_app (and its member automl_worker) sees and writes the rows of
+-- app_user_id() only; automl_readonly reads everything, explicitly.
+do $$
+declare
+    tenant text;
+begin
+    foreach tenant in array array['datasets', 'dataset_versions', 'dataset_profiles', 'ingestion_jobs',
+                                  'workflows', 'workflow_snapshots', 'jobs', 'job_nodes', 'models',
+                                  'experiments', 'experiment_runs', 'user_tutorial_progress']
+    loop
+        execute format('alter table %I enable row level security', tenant);
+        execute format('alter table %I force row level security', tenant);
+        execute format('create policy %I on %I to automl_app using (user_id = (select app_user_id()))'
+                       ' with check (user_id = (select app_user_id()))', tenant || '_tenant', tenant);
+        execute format('create policy %I on %I for select to automl_readonly using (true)',
+                       tenant || '_readonly', tenant);
+        execute format('comment on policy %I on %I is %L', tenant || '_tenant', tenant,
+                       'automl_app reads and writes only the rows of app_user_id().');
+        execute format('comment on policy %I on %I is %L', tenant || '_readonly', tenant,
+                       'automl_readonly reads every row (analytics, support).');
+    end loop;
+end;
+$$;
+
+alter table users enable row level security;
+alter table users force row level security;
+create policy users_tenant on users to automl_app
+    using (id = (select app_user_id())) with check (id = (select app_user_id()));
+create policy users_readonly on users for select to automl_readonly using (true);
+comment on policy users_tenant on users is
+    'automl_app reads and writes only the account of app_user_id(); sign-up inserts it under that id.';
+comment on policy users_readonly on users is 'automl_readonly reads every account (analytics, support).';
+
+alter table credit_transactions enable row level security;
+alter table credit_transactions force row level security;
+create policy credit_transactions_tenant_read on credit_transactions for select to automl_app
+    using (user_id = (select app_user_id()));
+create policy credit_transactions_tenant_insert on credit_transactions for insert to automl_app
+    with check (user_id = (select app_user_id()) and type <> 'adjustment'
+                and (type <> 'purchase' or package_id is not null));
+create policy credit_transactions_readonly on credit_transactions for select to automl_readonly using (true);
+comment on policy credit_transactions_tenant_read on credit_transactions is
+    'automl_app reads only the ledger of app_user_id().';
+comment on policy credit_transactions_tenant_insert on credit_transactions is
+    'automl_app posts only for app_user_id(), never adjustments, and purchases only of a package.';
+comment on policy credit_transactions_readonly on credit_transactions is
+    'automl_readonly reads every entry (finance, support).';
