@@ -49,6 +49,7 @@ drop function dataset_versions_count_storage();
 drop table datasets;
 drop function datasets_count_usage();
 drop table users;
+drop function users_refuse_delete_with_ledger();
 drop function users_refuse_derived_change();
 drop function users_adjust_usage(uuid, integer, integer, integer, bigint);
 drop function refuse_owner_change();

@@ -1573,6 +1573,22 @@ create trigger credit_transactions_immutable before update or delete on credit_t
 create trigger credit_transactions_no_truncate before truncate on credit_transactions
     for each statement execute function credit_transactions_refuse_change();
 
+-- Financial records outlive accounts: an account with ledger entries is closed (soft delete) and
+-- purged, never deleted. The foreign key's RESTRICT would refuse too, but PostgreSQL 15/16 report
+-- that as 23503 and 17+ as 23001; this rule answers the same on every version.
+create function users_refuse_delete_with_ledger() returns trigger
+language plpgsql as $$
+begin
+    raise exception 'user % has ledger entries: close the account instead (purge keeps the ledger)', old.id
+        using errcode = 'restrict_violation', constraint = 'users_ledger_keeps_account';
+end;
+$$;
+comment on function users_refuse_delete_with_ledger() is
+    'BEFORE DELETE on users with ledger entries: refused (SQLSTATE 23001, users_ledger_keeps_account).';
+
+create trigger users_ledger_keeps_account before delete on users
+    for each row when (old.last_entry_number > 0) execute function users_refuse_delete_with_ledger();
+
 -- ==== schema/080_experiments.sql ====
 -- 080_experiments.sql — experiments and their runs (MLflow-style model comparison).
 --

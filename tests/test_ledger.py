@@ -139,7 +139,7 @@ def test_other_user_columns_stay_writable(conn: Conn, user: Any) -> None:
 def test_a_user_with_ledger_entries_cannot_be_hard_deleted(conn: Conn, user: Any) -> None:
     post(conn, user, "purchase", 10, payment="pi_keep")
     assert_refused(conn, "delete from users where id = %(user)s", {"user": user},
-                   sqlstate="23001", constraint="credit_transactions_user_fkey")
+                   sqlstate="23001", constraint="users_ledger_keeps_account")
 
 
 def test_unknown_user_is_a_foreign_key_error(conn: Conn) -> None:
