@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.db import Database
@@ -129,8 +127,3 @@ def run(url: str, seconds: float) -> list[Figure]:
         figures.append(figure)
     return figures
 
-
-def check_clean(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("select count(*) from check_integrity()").fetchone()
-    return int(row[0]) if row else -1

@@ -1112,9 +1112,10 @@ create trigger jobs_owner_immutable before update of user_id on jobs
 
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
+-- Not SECURITY DEFINER: automl_worker reaches every job through its own policies
+-- (110_security.sql), which keeps the per-call search_path switch a definer needs off the hot path.
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
-language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+language plpgsql as $$
 begin
     -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
     return query
@@ -2011,7 +2012,8 @@ comment on function check_integrity() is
 --   * the ledger is SELECT + INSERT only, and the app may insert neither adjustments nor
 --     purchases without a package;
 --   * EXECUTE is revoked from PUBLIC on every function and granted on purpose;
---   * work that spans users goes through SECURITY DEFINER functions with a pinned search_path.
+--   * work that spans users goes through SECURITY DEFINER functions with a pinned search_path,
+--     or, for the job queue's hot path, through automl_worker's own policies on jobs.
 
 -- Ownership: everything in this schema belongs to automl_owner.
 do $$
@@ -2090,6 +2092,13 @@ begin
     end loop;
 end;
 $$;
+
+-- Workers take jobs from every user's queue: automl_worker reads and updates any job (claim,
+-- heartbeat, finish). It has no DELETE, and inserts stay under the tenant policy.
+create policy jobs_worker_read on jobs for select to automl_worker using (true);
+create policy jobs_worker_update on jobs for update to automl_worker using (true) with check (true);
+comment on policy jobs_worker_read on jobs is 'automl_worker sees every job: the queue spans users.';
+comment on policy jobs_worker_update on jobs is 'automl_worker claims and finishes any user''s job.';
 
 alter table users enable row level security;
 alter table users force row level security;

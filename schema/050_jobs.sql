@@ -235,9 +235,10 @@ create trigger jobs_owner_immutable before update of user_id on jobs
 
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
+-- Not SECURITY DEFINER: automl_worker reaches every job through its own policies
+-- (110_security.sql), which keeps the per-call search_path switch a definer needs off the hot path.
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
-language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+language plpgsql as $$
 begin
     -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
     return query

@@ -10,7 +10,8 @@
 --   * the ledger is SELECT + INSERT only, and the app may insert neither adjustments nor
 --     purchases without a package;
 --   * EXECUTE is revoked from PUBLIC on every function and granted on purpose;
---   * work that spans users goes through SECURITY DEFINER functions with a pinned search_path.
+--   * work that spans users goes through SECURITY DEFINER functions with a pinned search_path,
+--     or, for the job queue's hot path, through automl_worker's own policies on jobs.
 
 -- Ownership: everything in this schema belongs to automl_owner.
 do $$
@@ -89,6 +90,13 @@ begin
     end loop;
 end;
 $$;
+
+-- Workers take jobs from every user's queue: automl_worker reads and updates any job (claim,
+-- heartbeat, finish). It has no DELETE, and inserts stay under the tenant policy.
+create policy jobs_worker_read on jobs for select to automl_worker using (true);
+create policy jobs_worker_update on jobs for update to automl_worker using (true) with check (true);
+comment on policy jobs_worker_read on jobs is 'automl_worker sees every job: the queue spans users.';
+comment on policy jobs_worker_update on jobs is 'automl_worker claims and finishes any user''s job.';
 
 alter table users enable row level security;
 alter table users force row level security;
