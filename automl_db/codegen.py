@@ -279,12 +279,12 @@ def signature_params(query: Query) -> list[str]:
     return required + optional
 
 
-def render_queries(queries: list[Query], asynchronous: bool) -> str:
+def render_queries(catalog: Catalog, queries: list[Query], asynchronous: bool) -> str:
     conn_type = "AsyncConnection[Any]" if asynchronous else "Connection[Any]"
     models = sorted({q.row_model for q in queries if q.row_model})
     listed = sorted({q.row_model for q in queries if q.row_model and q.operation == SQLOperationType.SELECT})
-    enums = sorted({t for q in queries for t in q.param_types.values() if t[0].isupper() and t not in
-                    ("UUID", "Json", "Decimal", "WorkflowGraph", "Metrics")})
+    known_enums = {camel(name) for name in catalog.enums}
+    enums = sorted({t for q in queries for t in q.param_types.values() if t in known_enums})
     out = [HEADER, "from datetime import datetime, timedelta", "from typing import Any", "from uuid import UUID", "",
            "import psycopg",
            f"from psycopg import {'AsyncConnection' if asynchronous else 'Connection'}",
@@ -374,8 +374,8 @@ def generate() -> dict[Path, str]:
         catalog = read_catalog(conn)
         queries = load_queries(conn, catalog)
     rows = render_rows(catalog, queries)
-    files = {PACKAGE / "rows.py": rows, PACKAGE / "queries.py": render_queries(queries, asynchronous=False),
-             PACKAGE / "aqueries.py": render_queries(queries, asynchronous=True)}
+    files = {PACKAGE / "rows.py": rows, PACKAGE / "queries.py": render_queries(catalog, queries, asynchronous=False),
+             PACKAGE / "aqueries.py": render_queries(catalog, queries, asynchronous=True)}
     return {path: formatted(path, text) for path, text in files.items()}
 
 
