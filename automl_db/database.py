@@ -10,7 +10,7 @@ from automl_db.config import Settings
 from automl_db.errors import DatabaseUnavailable
 
 #: Roles the embedded server (and the tests) let log in without a password, for local use only.
-LOCAL_LOGIN_ROLES = ("automl_app", "automl_worker", "automl_readonly")
+LOCAL_LOGIN_ROLES = ("automl_app", "automl_worker", "automl_billing", "automl_readonly")
 
 
 def resolve_url(settings: Settings | None = None) -> str:

@@ -76,30 +76,34 @@ def run_job(db: Database, workers: Database, user: uuid.UUID, workflow: uuid.UUI
 def main() -> int:
     small = dataclasses.replace(Settings.from_env(), pool_min_size=2, pool_max_size=4)  # a demo needs few
     try:
-        with Database(settings=small) as db, Database(settings=small, role="automl_worker") as workers:
-            story(db, workers)
+        with (Database(settings=small) as db, Database(settings=small, role="automl_worker") as workers,
+              Database(settings=small, role="automl_billing") as billing):
+            story(db, workers, billing)
     except AutomlDbError as exc:
         print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def story(db: Database, workers: Database) -> None:
+def story(db: Database, workers: Database, billing: Database) -> None:
     """db acts as automl_app (row-level security: every transaction acts for one user); workers
-    as automl_worker. Reference data (packages, tutorials) was loaded by `automl-db up`."""
+    as automl_worker; billing as automl_billing, the only role that creates credits. Reference
+    data (packages, tutorials) was loaded by `automl-db up`."""
     tag = uuid.uuid4().hex[:8]
 
-    # 1. Sign up and buy credits (the same Stripe payment twice credits once).
+    # 1. Sign up; billing credits the package paid for (the same Stripe payment twice credits once).
     uid = uuid.uuid4()
     with db.transaction(user_id=uid) as conn:
         user = q.sign_up(conn, email=f"ada.{tag}@example.com", full_name="Ada Lovelace")
         assert user is not None
-    with db.transaction(user_id=uid) as conn:
         packages = q.packages_for_tier(conn, tier=UserTier.FREE)
-        builder = next(p for p in packages if p.name == "Builder")
-        payment = f"pi_demo_{tag}"
+    builder = next(p for p in packages if p.name == "Builder")
+    payment = f"pi_demo_{tag}"
+    with billing.transaction() as conn:  # the payment webhook
         q.purchase_credits(conn, user_id=uid, package_id=builder.id, stripe_payment_id=payment)
-        q.purchase_credits(conn, user_id=uid, package_id=builder.id, stripe_payment_id=payment)  # retried webhook
+    with billing.transaction() as conn:  # Stripe retries it
+        q.purchase_credits(conn, user_id=uid, package_id=builder.id, stripe_payment_id=payment)
+    with db.transaction(user_id=uid) as conn:
         balance = q.get_balance(conn, user_id=uid)
     print(f"Ada signed up ({user.email}, tier {user.tier}) and bought '{builder.name}' "
           f"({builder.credits} credits; the retried payment was not credited twice): balance {balance}")

@@ -162,7 +162,7 @@ returning *
 def adjust_credits(
     conn: Connection[Any], *, user_id: UUID, amount: int, description: str | None = None
 ) -> CreditTransaction | None:
-    """Admin: a manual correction, positive or negative (never below zero)."""
+    """Billing: a manual correction, positive or negative (never below zero)."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(ADJUST_CREDITS, {"user_id": user_id, "amount": amount, "description": description})
@@ -216,12 +216,12 @@ def cancel_job(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Job | None:
 
 
 CHANGE_TIER = r"""
-select * from change_user_tier(%(id)s, %(tier)s)
+update users set tier = %(tier)s where id = %(id)s returning *
 """
 
 
 def change_tier(conn: Connection[Any], *, id: UUID, tier: UserTier) -> User | None:
-    """Move the account the transaction acts for to another tier (its limits apply to the next write)."""
+    """Billing: move an account to another tier (its limits apply to the next write)."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(CHANGE_TIER, {"id": id, "tier": tier})
@@ -1016,10 +1016,7 @@ def mark_version_processing(conn: Connection[Any], *, user_id: UUID, id: UUID) -
 
 PACKAGES_FOR_TIER = r"""
 select * from credit_packages
- where is_active
-   and (tier_restriction = 'none'
-        or (tier_restriction = 'pro_only' and %(tier)s::user_tier = 'pro')
-        or (tier_restriction = 'enterprise_only' and %(tier)s::user_tier = 'enterprise'))
+ where credit_package_on_sale(tier_restriction, is_active, %(tier)s)
  order by credits, name
 """
 
@@ -1040,10 +1037,7 @@ with offer as (
     select p.id, p.credits, p.name
       from credit_packages p
       join users u on u.id = %(user_id)s
-     where p.id = %(package_id)s and p.is_active
-       and (p.tier_restriction = 'none'
-            or (p.tier_restriction = 'pro_only' and u.tier = 'pro')
-            or (p.tier_restriction = 'enterprise_only' and u.tier = 'enterprise'))
+     where p.id = %(package_id)s and credit_package_on_sale(p.tier_restriction, p.is_active, u.tier)
 ), done as (
     select * from credit_transactions where stripe_payment_id = %(stripe_payment_id)s
 ), posted as (
@@ -1062,7 +1056,7 @@ select * from done where done.user_id = %(user_id)s
 def purchase_credits(
     conn: Connection[Any], *, user_id: UUID, package_id: UUID, stripe_payment_id: str
 ) -> CreditTransaction | None:
-    """Credit a package bought with a Stripe payment; a repeated payment id returns the first entry."""
+    """Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(
@@ -1363,24 +1357,19 @@ def set_node_status(
 
 
 SIGN_IN_OAUTH = r"""
-select * from oauth_sign_in(%(email)s, %(full_name)s, %(oauth_provider)s, %(oauth_id)s)
+select user_id_for_oauth(%(oauth_provider)s, %(oauth_id)s)
 """
 
 
-def sign_in_oauth(
-    conn: Connection[Any], *, email: str, oauth_provider: OauthProvider, oauth_id: str, full_name: str | None = None
-) -> User | None:
-    """Create or refresh the account of an OAuth identity; the provider vouches for the e-mail."""
+def sign_in_oauth(conn: Connection[Any], *, oauth_provider: OauthProvider, oauth_id: str) -> UUID | None:
+    """The id of the account of an OAuth identity, or None (then sign up under a new id)."""
     try:
-        cur = conn.cursor(row_factory=dict_row)
-        cur.execute(
-            SIGN_IN_OAUTH,
-            {"email": email, "full_name": full_name, "oauth_provider": oauth_provider, "oauth_id": oauth_id},
-        )
+        cur = conn.cursor(row_factory=scalar_row)
+        cur.execute(SIGN_IN_OAUTH, {"oauth_provider": oauth_provider, "oauth_id": oauth_id})
         row = cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    return row
 
 
 SIGN_UP = r"""
@@ -1395,6 +1384,29 @@ def sign_up(conn: Connection[Any], *, email: str, full_name: str | None = None) 
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SIGN_UP, {"email": email, "full_name": full_name})
+        row = cur.fetchone()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    return None if row is None else User.model_validate(row)
+
+
+SIGN_UP_OAUTH = r"""
+insert into users (id, email, full_name, oauth_provider, oauth_id, email_verified)
+values (coalesce(app_user_id(), gen_random_uuid()), %(email)s, %(full_name)s, %(oauth_provider)s, %(oauth_id)s, true)
+returning *
+"""
+
+
+def sign_up_oauth(
+    conn: Connection[Any], *, email: str, oauth_provider: OauthProvider, oauth_id: str, full_name: str | None = None
+) -> User | None:
+    """Create an OAuth account (verified: the provider vouches for the e-mail) under the id the transaction acts for."""
+    try:
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(
+            SIGN_UP_OAUTH,
+            {"email": email, "full_name": full_name, "oauth_provider": oauth_provider, "oauth_id": oauth_id},
+        )
         row = cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc

@@ -103,6 +103,15 @@ class UserTier(StrEnum):
     ENTERPRISE = "enterprise"
 
 
+class VersionStatus(StrEnum):
+    """PostgreSQL enum version_status."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
 class CreditPackage(Row):
     """A row of credit_packages."""
 
@@ -170,11 +179,12 @@ class DatasetVersion(Row):
     row_count: int | None = None
     column_count: int | None = None
     columns_metadata: Json | None = None
-    status: str
+    status: VersionStatus
     content_sha256: str | None = None
     error_message: str | None = None
     created_at: datetime
     updated_at: datetime
+    processed_at: datetime | None = None
 
 
 class Dataset(Row):
@@ -446,7 +456,7 @@ class ListDatasetsRow(Row):
     target_column: str | None = None
     current_version_id: UUID | None = None
     current_version_number: int | None = None
-    current_version_status: str | None = None
+    current_version_status: VersionStatus | None = None
     current_row_count: int | None = None
     current_column_count: int | None = None
     created_at: datetime

@@ -1,26 +1,21 @@
 -- Credits: packages on offer, purchases (idempotent on the Stripe payment), balance, history.
 -- Entries are posted by the ledger trigger (070_credits.sql): balance_after and entry_number are
--- the database's, and an overdraft is refused with AM001.
+-- the database's, and an overdraft is refused with AM001. Purchases and adjustments create
+-- credits: only automl_billing may run them.
 
 -- name: packages_for_tier(tier)
 -- Active packages the tier may buy, smallest first.
 select * from credit_packages
- where is_active
-   and (tier_restriction = 'none'
-        or (tier_restriction = 'pro_only' and :tier::user_tier = 'pro')
-        or (tier_restriction = 'enterprise_only' and :tier::user_tier = 'enterprise'))
+ where credit_package_on_sale(tier_restriction, is_active, :tier)
  order by credits, name;
 
 -- name: purchase_credits(user_id, package_id, stripe_payment_id)^
--- Credit a package bought with a Stripe payment; a repeated payment id returns the first entry.
+-- Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry.
 with offer as (
     select p.id, p.credits, p.name
       from credit_packages p
       join users u on u.id = :user_id
-     where p.id = :package_id and p.is_active
-       and (p.tier_restriction = 'none'
-            or (p.tier_restriction = 'pro_only' and u.tier = 'pro')
-            or (p.tier_restriction = 'enterprise_only' and u.tier = 'enterprise'))
+     where p.id = :package_id and credit_package_on_sale(p.tier_restriction, p.is_active, u.tier)
 ), done as (
     select * from credit_transactions where stripe_payment_id = :stripe_payment_id
 ), posted as (
@@ -35,7 +30,7 @@ union all
 select * from done where done.user_id = :user_id;
 
 -- name: adjust_credits(user_id, amount, description)^
--- Admin: a manual correction, positive or negative (never below zero).
+-- Billing: a manual correction, positive or negative (never below zero).
 -- optional: description
 insert into credit_transactions (user_id, type, amount, description)
 values (:user_id, 'adjustment', :amount, :description)

@@ -1,4 +1,5 @@
--- Accounts: sign-up, lookup, verification, tier, soft delete.
+-- Accounts: sign-up, sign-in, verification, tier, soft delete. Sign-in reveals one id and
+-- changes nothing; a sign-up creates the account the transaction acts for, nothing else.
 
 -- name: sign_up(email, full_name)^
 -- Create an e-mail account (free tier, no credits) under the id the transaction acts for.
@@ -7,10 +8,16 @@ insert into users (id, email, full_name)
 values (coalesce(app_user_id(), gen_random_uuid()), :email, :full_name)
 returning *;
 
--- name: sign_in_oauth(email, full_name, oauth_provider, oauth_id)^
--- Create or refresh the account of an OAuth identity; the provider vouches for the e-mail.
+-- name: sign_up_oauth(email, full_name, oauth_provider, oauth_id)^
+-- Create an OAuth account (verified: the provider vouches for the e-mail) under the id the transaction acts for.
 -- optional: full_name
-select * from oauth_sign_in(:email, :full_name, :oauth_provider, :oauth_id);
+insert into users (id, email, full_name, oauth_provider, oauth_id, email_verified)
+values (coalesce(app_user_id(), gen_random_uuid()), :email, :full_name, :oauth_provider, :oauth_id, true)
+returning *;
+
+-- name: sign_in_oauth(oauth_provider, oauth_id)$
+-- The id of the account of an OAuth identity, or None (then sign up under a new id).
+select user_id_for_oauth(:oauth_provider, :oauth_id);
 
 -- name: get_user(id)^
 -- One account by id.
@@ -25,8 +32,8 @@ select user_id_for_email(:email);
 update users set email_verified = true where id = :id returning *;
 
 -- name: change_tier(id, tier)^
--- Move the account the transaction acts for to another tier (its limits apply to the next write).
-select * from change_user_tier(:id, :tier);
+-- Billing: move an account to another tier (its limits apply to the next write).
+update users set tier = :tier where id = :id returning *;
 
 -- name: soft_delete_user(id)^
 -- Close the account; it stays restorable until the retention purge.

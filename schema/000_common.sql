@@ -1,12 +1,18 @@
 -- 000_common.sql — helpers shared by every domain file.
 --
--- Owns: set_updated_at() (the timestamp trigger every table with updated_at uses),
--- and the JSON shape predicates that CHECK constraints call. All of them are core
--- PostgreSQL (no extensions), immutable where a CHECK needs them to be.
+-- Owns: set_updated_at() (the timestamp trigger every table with updated_at uses), the JSON
+-- shape predicates that CHECK constraints call and stamp_deleted_at() (soft delete). All core
+-- PostgreSQL (no extensions).
+--
+-- Name resolution: every PL/pgSQL function pins `set search_path = pg_catalog, public, pg_temp`
+-- (a caller's temporary table or type can never stand in for ours); SQL functions use
+-- SQL-standard bodies (BEGIN ATOMIC), whose names are bound when the function is created, so
+-- they also hold under the empty search_path of pg_restore and stay inlinable in CHECKs.
 
 -- Stamps updated_at on every UPDATE, whatever the client wrote: the database owns the clock.
 create function set_updated_at() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     new.updated_at := now();
     return new;
@@ -17,25 +23,28 @@ comment on function set_updated_at() is
 
 -- A CHECK on a missing key evaluates to NULL and passes; these predicates return false instead.
 create function jsonb_is_object(doc jsonb) returns boolean
-language sql immutable parallel safe as $$
-    select coalesce(jsonb_typeof(doc) = 'object', false)
-$$;
+language sql immutable parallel safe
+begin atomic
+    select coalesce(jsonb_typeof(doc) = 'object', false);
+end;
 comment on function jsonb_is_object(jsonb) is
     'True when doc is a JSON object; false (never NULL) for anything else, so CHECKs cannot pass by NULL.';
 
 create function jsonb_is_number_map(doc jsonb) returns boolean
-language sql immutable parallel safe as $$
+language sql immutable parallel safe
+begin atomic
     select jsonb_is_object(doc)
        and not exists (select from jsonb_each(doc) as e(key, value)
-                       where jsonb_typeof(e.value) <> 'number')
-$$;
+                       where jsonb_typeof(e.value) <> 'number');
+end;
 comment on function jsonb_is_number_map(jsonb) is
     'True when doc is an object whose values are all numbers (metric summaries: {"accuracy": 0.93}).';
 
 -- A workflow graph: {"nodes": [{"id": "..."}...], "edges": [{"source": "...", "target": "..."}...]}
 -- with unique node ids and edges between existing nodes.
 create function workflow_graph_is_valid(doc jsonb) returns boolean
-language sql immutable parallel safe as $$
+language sql immutable parallel safe
+begin atomic
     select jsonb_is_object(doc)
        and coalesce(jsonb_typeof(doc -> 'nodes') = 'array', false)
        and coalesce(jsonb_typeof(doc -> 'edges') = 'array', false)
@@ -50,15 +59,16 @@ language sql immutable parallel safe as $$
                           or not exists (select from jsonb_array_elements(doc -> 'nodes') as n(node)
                                          where n.node ->> 'id' = e.edge ->> 'source')
                           or not exists (select from jsonb_array_elements(doc -> 'nodes') as n(node)
-                                         where n.node ->> 'id' = e.edge ->> 'target'))
-$$;
+                                         where n.node ->> 'id' = e.edge ->> 'target'));
+end;
 comment on function workflow_graph_is_valid(jsonb) is
     'True when doc is {"nodes": [...], "edges": [...]}: nodes carry unique non-empty string ids, '
     'edges carry string source/target naming existing nodes. Used by workflow and snapshot CHECKs.';
 
 -- Soft delete: is_deleted is what clients set; deleted_at is the database's record of when.
 create function stamp_deleted_at() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if new.is_deleted then
         if tg_op = 'INSERT' or not old.is_deleted then

@@ -18,7 +18,13 @@ comment on type problem_type is 'Kind of ML task a dataset, model or experiment 
 create type job_status as enum ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled');
 comment on type job_status is
     'Lifecycle of a job or ingestion job: pending -> queued -> running -> completed | failed; '
-    'cancelled from pending, queued or running. completed, failed and cancelled are terminal.';
+    'cancelled from pending, queued or running; running -> queued is a retry. completed, failed and '
+    'cancelled are terminal.';
+
+create type version_status as enum ('pending', 'processing', 'completed', 'failed');
+comment on type version_status is
+    'Processing state of an uploaded dataset version: pending -> processing -> completed | failed, '
+    'or pending -> failed. completed and failed are terminal.';
 
 create type node_status as enum ('pending', 'running', 'success', 'failed', 'skipped');
 comment on type node_status is

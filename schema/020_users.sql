@@ -115,7 +115,8 @@ create trigger users_stamp_deleted_at before insert or update of is_deleted, del
 -- database's own triggers may move them. pg_trigger_depth() = 0 in the WHEN clause means the
 -- UPDATE came straight from a client, not from a trigger, so the ledger path pays nothing.
 create function users_refuse_derived_change() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     raise exception 'users.% is maintained by the database and cannot be written directly',
         case when tg_op = 'INSERT' then 'credit_balance/counters/storage'
@@ -147,7 +148,8 @@ create function users_adjust_usage(
     target uuid, datasets integer default 0, workflows integer default 0,
     models integer default 0, storage_bytes bigint default 0
 ) returns void
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 declare
     u users%rowtype;
     lim tier_limits%rowtype;
@@ -188,7 +190,8 @@ comment on function users_adjust_usage(uuid, integer, integer, integer, bigint) 
 
 -- Rows never change owner: counters, quotas and the composite keys all assume it.
 create function refuse_owner_change() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     raise exception '%.user_id cannot change (row %)', tg_table_name, old.id
         using errcode = 'AM004', constraint = tg_table_name || '_owner_immutable';
@@ -197,34 +200,43 @@ $$;
 comment on function refuse_owner_change() is
     'BEFORE UPDATE OF user_id trigger on owned tables: rows are never moved to another user.';
 
--- Account entry points that must look across users (row-level security hides other accounts
--- from automl_app): owned by automl_owner, granted to automl_app in 110_security.sql.
-create function oauth_sign_in(p_email text, p_full_name text, p_provider oauth_provider, p_provider_id text)
-returns setof users
-language sql
-security definer set search_path = pg_catalog, public, pg_temp as $$
-    insert into users (email, full_name, oauth_provider, oauth_id, email_verified)
-    values (p_email, p_full_name, p_provider, p_provider_id, true)
-    on conflict (oauth_provider, oauth_id) do update
-       set full_name = coalesce(excluded.full_name, users.full_name), email_verified = true
-    returning *
-$$;
-comment on function oauth_sign_in(text, text, oauth_provider, text) is
-    'Creates or refreshes the account of an OAuth identity (the provider vouches for the e-mail) and '
-    'returns it: the one way the application finds an account it does not act for yet.';
+-- Sign-in looks across users (row-level security hides other accounts from automl_app), so it
+-- is a definer; it reveals one id and changes nothing. Sign-up needs no definer: the application
+-- acts for the new account's id and inserts it under the tenant policy.
+create function user_id_for_oauth(p_provider oauth_provider, p_provider_id text) returns uuid
+language sql stable
+security definer set search_path = pg_catalog, public, pg_temp
+begin atomic
+    select id from users where oauth_provider = p_provider and oauth_id = p_provider_id;
+end;
+comment on function user_id_for_oauth(oauth_provider, text) is
+    'OAuth sign-in: the id of the account this provider identity belongs to, or NULL. Reveals nothing '
+    'else and changes nothing; the application then acts for that id (or signs up a new one).';
 
 create function user_id_for_email(p_email text) returns uuid
 language sql stable
-security definer set search_path = pg_catalog, public, pg_temp as $$
-    select id from users where lower(email) = lower(p_email)
-$$;
+security definer set search_path = pg_catalog, public, pg_temp
+begin atomic
+    select id from users where lower(email) = lower(p_email);
+end;
 comment on function user_id_for_email(text) is
-    'The id of the account with this e-mail (any case), for sign-in; the application then acts for it.';
+    'E-mail sign-in: the id of the account with this e-mail (any case), or NULL; the application then '
+    'acts for it.';
 
-create function change_user_tier(p_user uuid, p_tier user_tier) returns setof users
-language sql
-security definer set search_path = pg_catalog, public, pg_temp as $$
-    update users set tier = p_tier where id = p_user and id = app_user_id() returning *
+-- The first step of the lock order (users row, then parent, then child): a statement acting
+-- for a user on a table whose rules move that user's counters or balance takes the users row
+-- before PostgreSQL locks the rows it changes. Without it, "post to the ledger, then cancel a
+-- job" in one transaction and "fail that job" in another lock the same two rows in opposite
+-- orders and deadlock.
+create function lock_acting_user() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    perform from users where id = app_user_id() for no key update;
+    return null;
+end;
 $$;
-comment on function change_user_tier(uuid, user_tier) is
-    'Moves the account the transaction acts for to another tier (automl_app cannot write users.tier).';
+comment on function lock_acting_user() is
+    'BEFORE statement trigger on tables whose rules lock the owner''s users row (jobs, datasets, '
+    'dataset_versions, workflows, models): takes that row first, so every path locks user, then parent, '
+    'then child.';

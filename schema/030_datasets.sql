@@ -4,7 +4,8 @@
 -- dataset by the database), dataset_profiles (ydata-profiling style statistics of a version),
 -- ingestion_jobs (the processing run of an upload). Children carry user_id, filled from their
 -- parent and tied to it by composite foreign keys, so no row can point across owners.
--- Deleting a dataset cascades to all of them.
+-- Deleting a dataset cascades to all of them. Versions and ingestion runs have state machines
+-- (AM003 on an illegal move) whose timestamps the database stamps.
 
 create table datasets (
     id                  uuid primary key default gen_random_uuid(),
@@ -58,10 +59,11 @@ create table dataset_versions (
     row_count           integer,
     column_count        integer,
     columns_metadata    jsonb,
-    status              text not null default 'pending',
+    status              version_status not null default 'pending',
     content_sha256      text,
     error_message       text,
     created_at          timestamptz not null default now(),
+    processed_at        timestamptz,
     updated_at          timestamptz not null default now(),
     constraint dataset_versions_dataset_fkey foreign key (dataset_id, user_id)
         references datasets (id, user_id) on delete cascade,
@@ -78,11 +80,11 @@ create table dataset_versions (
         coalesce(row_count, 0) >= 0 and coalesce(column_count, 0) >= 0),
     constraint dataset_versions_columns_metadata_shape check (
         columns_metadata is null or jsonb_typeof(columns_metadata) in ('object', 'array')),
-    constraint dataset_versions_status_valid check (status in ('pending', 'processing', 'completed', 'failed')),
     constraint dataset_versions_completed_has_output check (
         status <> 'completed' or (s3_path is not null and parquet_size_bytes is not null
                                   and row_count is not null and column_count is not null)),
-    constraint dataset_versions_sha256_format check (content_sha256 ~ '^[0-9a-f]{64}$')
+    constraint dataset_versions_sha256_format check (content_sha256 ~ '^[0-9a-f]{64}$'),
+    constraint dataset_versions_times_ordered check (processed_at >= created_at)
 );
 comment on table dataset_versions is
     'One uploaded file of a dataset and its processed Parquet copy. version_number is assigned by the '
@@ -103,11 +105,14 @@ comment on column dataset_versions.parquet_size_bytes is 'Size of the Parquet fi
 comment on column dataset_versions.row_count is 'Number of data rows.';
 comment on column dataset_versions.column_count is 'Number of columns.';
 comment on column dataset_versions.columns_metadata is 'Column names, types and basic stats (JSON object or array).';
-comment on column dataset_versions.status is 'Processing state: pending, processing, completed or failed.';
+comment on column dataset_versions.status is
+    'Processing state (see type version_status); moves are checked by dataset_versions_status_transition.';
 comment on column dataset_versions.content_sha256 is
     'Hex SHA-256 of the uploaded bytes, so clients can skip a new version when the content is unchanged (as DVC and W&B do).';
 comment on column dataset_versions.error_message is 'Why processing failed, when status is failed.';
-comment on column dataset_versions.created_at is 'Upload time.';
+comment on column dataset_versions.created_at is 'Upload time (stamped by the database).';
+comment on column dataset_versions.processed_at is
+    'When processing ended, completed or failed (stamped by the database); NULL before.';
 comment on column dataset_versions.updated_at is 'Last change of this row (set by trigger).';
 
 create index dataset_versions_dataset_idx on dataset_versions (dataset_id, version_number desc);
@@ -121,50 +126,96 @@ alter table datasets
 create index datasets_current_version_idx on datasets (current_version_id);
 comment on index datasets_current_version_idx is 'Foreign key index: deleting a version finds the dataset pointing at it.';
 
--- Numbers the version from the dataset row itself: the UPDATE locks that row, so concurrent
--- uploads to one dataset queue up and each gets the next number, in constant time.
+-- Numbering. The BEFORE trigger is not a definer: it sees (and locks) only a dataset the caller
+-- may see, so naming another user's dataset touches nothing of theirs. It takes the owner's
+-- users row, then the dataset row (the lock order), and picks the next number; the AFTER
+-- trigger moves the dataset's sequence only for a row really inserted, so an INSERT that
+-- ON CONFLICT skips leaves no gap. Reading max(version_number) too keeps a multi-row INSERT
+-- into one dataset numbering 1, 2, 3 (a BEFORE trigger sees the rows its statement inserted).
 create function dataset_versions_assign_number() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, public, pg_temp as $$
 declare
     owner uuid;
+    last_number integer;
 begin
-    update datasets
-       set last_version_number = last_version_number + 1
-     where id = new.dataset_id
-    returning user_id, last_version_number into owner, new.version_number;
-    new.user_id := coalesce(new.user_id, owner);
-    if not found then
+    select d.user_id into owner from datasets d where d.id = new.dataset_id;
+    if owner is null or owner <> coalesce(new.user_id, owner) then
         raise foreign_key_violation using
-            message = format('dataset %s does not exist', new.dataset_id),
+            message = format('dataset %s does not exist or is not a dataset of user %s',
+                             new.dataset_id, coalesce(new.user_id, app_user_id())),
             constraint = 'dataset_versions_dataset_fkey';
     end if;
+    new.user_id := owner;
+    perform from users u where u.id = owner for no key update;
+    select d.last_version_number into last_number from datasets d where d.id = new.dataset_id for no key update;
+    new.version_number := 1 + greatest(last_number, coalesce(
+        (select max(v.version_number) from dataset_versions v where v.dataset_id = new.dataset_id), 0));
     return new;
 end;
 $$;
 comment on function dataset_versions_assign_number() is
-    'BEFORE INSERT on dataset_versions: takes the next number from datasets.last_version_number and '
-    'copies the owner. A client-given user_id that differs is kept so the composite key refuses it.';
+    'BEFORE INSERT on dataset_versions: copies the owner from the dataset (one the caller may see), locks '
+    'the owner''s users row then the dataset row, and assigns the next version_number.';
 
-create function dataset_versions_freeze_identity() returns trigger
-language plpgsql as $$
+create function dataset_versions_advance_sequence() returns trigger
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
+    update datasets set last_version_number = new.version_number
+     where id = new.dataset_id and last_version_number < new.version_number;
+    return null;
+end;
+$$;
+comment on function dataset_versions_advance_sequence() is
+    'AFTER INSERT on dataset_versions: records the number just used in datasets.last_version_number '
+    '(numbers are never reused, even after a version is deleted).';
+
+-- Lifecycle: pending -> processing -> completed | failed, or pending -> failed (AM003
+-- otherwise). A version's dataset, owner, number and upload id never change (AM004). The
+-- database stamps created_at and processed_at; client-written values are ignored.
+create function dataset_versions_check_transition() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    if tg_op = 'INSERT' then
+        if new.status <> 'pending' then
+            raise exception 'a dataset version starts as pending, not %', new.status
+                using errcode = 'AM003', constraint = 'dataset_versions_status_transition';
+        end if;
+        new.created_at := now();
+        new.processed_at := null;
+        return new;
+    end if;
     if new.dataset_id <> old.dataset_id or new.user_id <> old.user_id
        or new.version_number <> old.version_number or new.upload_id <> old.upload_id then
         raise exception 'dataset version % cannot change its dataset, owner, number or upload id', old.id
-            using errcode = 'integrity_constraint_violation',
-                  constraint = 'dataset_versions_identity_immutable';
+            using errcode = 'AM004', constraint = 'dataset_versions_identity_immutable';
     end if;
+    new.created_at := old.created_at;
+    if new.status = old.status then
+        new.processed_at := old.processed_at;
+        return new;
+    end if;
+    if not ((old.status = 'pending' and new.status in ('processing', 'failed'))
+            or (old.status = 'processing' and new.status in ('completed', 'failed'))) then
+        raise exception 'dataset version % cannot move from % to %', old.id, old.status, new.status
+            using errcode = 'AM003', constraint = 'dataset_versions_status_transition';
+    end if;
+    new.processed_at := case when new.status in ('completed', 'failed') then now() end;
     return new;
 end;
 $$;
-comment on function dataset_versions_freeze_identity() is
-    'BEFORE UPDATE on dataset_versions: a version''s dataset, owner, number and upload id are fixed once assigned.';
+comment on function dataset_versions_check_transition() is
+    'BEFORE INSERT/UPDATE on dataset_versions: enforces the processing state machine (AM003), freezes '
+    'dataset, owner, number and upload id (AM004), and stamps created_at and processed_at.';
 
 create trigger dataset_versions_assign_number before insert on dataset_versions
     for each row execute function dataset_versions_assign_number();
-create trigger dataset_versions_freeze_identity before update on dataset_versions
-    for each row execute function dataset_versions_freeze_identity();
+create trigger dataset_versions_check_transition before insert or update on dataset_versions
+    for each row execute function dataset_versions_check_transition();
+create trigger dataset_versions_advance_sequence after insert on dataset_versions
+    for each row execute function dataset_versions_advance_sequence();
 create trigger dataset_versions_set_updated_at before update on dataset_versions
     for each row execute function set_updated_at();
 
@@ -221,7 +272,8 @@ create index dataset_profiles_user_idx on dataset_profiles (user_id);
 comment on index dataset_profiles_user_idx is 'Owner filter; the version key already indexes dataset_version_id.';
 
 create function fill_owner_from_dataset_version() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if new.user_id is null then
         select v.user_id into new.user_id from dataset_versions v where v.id = new.dataset_version_id;
@@ -261,7 +313,8 @@ create table ingestion_jobs (
     constraint ingestion_jobs_processed_nonnegative check (rows_processed >= 0 and bytes_processed >= 0),
     constraint ingestion_jobs_attempts_range check (attempt >= 0 and max_attempts >= 1 and attempt <= max_attempts),
     constraint ingestion_jobs_worker_id_length check (length(worker_id) between 1 and 200),
-    constraint ingestion_jobs_times_ordered check (completed_at >= started_at)
+    constraint ingestion_jobs_times_ordered check (
+        started_at >= created_at and completed_at >= coalesce(started_at, created_at))
 );
 comment on table ingestion_jobs is
     'Processing run of an uploaded version (parse, convert to Parquet, profile), shaped like an '
@@ -269,7 +322,8 @@ comment on table ingestion_jobs is
 comment on column ingestion_jobs.id is 'Primary key.';
 comment on column ingestion_jobs.dataset_version_id is 'The version being ingested.';
 comment on column ingestion_jobs.user_id is 'Owner, copied from the version on insert; tied to it by the composite key.';
-comment on column ingestion_jobs.status is 'Run state (same lifecycle as jobs).';
+comment on column ingestion_jobs.status is
+    'Run state (type job_status); moves are checked by ingestion_jobs_status_transition.';
 comment on column ingestion_jobs.stage is 'Step in progress: upload, parse, convert or profile; NULL before the first.';
 comment on column ingestion_jobs.progress_percent is 'Progress shown to the user, 0-100.';
 comment on column ingestion_jobs.rows_processed is 'Rows processed so far, for progress on large files.';
@@ -279,9 +333,9 @@ comment on column ingestion_jobs.max_attempts is 'Attempts allowed before the ru
 comment on column ingestion_jobs.worker_id is 'Worker running the attempt, to trace and rescue it.';
 comment on column ingestion_jobs.heartbeat_at is 'Last sign of life from the worker; a stale beat marks the run as stalled.';
 comment on column ingestion_jobs.error_message is 'Why the run failed.';
-comment on column ingestion_jobs.created_at is 'When the run was requested.';
-comment on column ingestion_jobs.started_at is 'When the current attempt started.';
-comment on column ingestion_jobs.completed_at is 'When the run reached a terminal state.';
+comment on column ingestion_jobs.created_at is 'When the run was requested (stamped by the database).';
+comment on column ingestion_jobs.started_at is 'When the current attempt started (stamped by the database).';
+comment on column ingestion_jobs.completed_at is 'When the run reached a terminal state (stamped by the database).';
 comment on column ingestion_jobs.updated_at is 'Last change of this row (set by trigger).';
 
 create index ingestion_jobs_version_idx on ingestion_jobs (dataset_version_id, created_at desc);
@@ -291,8 +345,66 @@ comment on index ingestion_jobs_version_idx is 'A version''s runs newest first; 
 comment on index ingestion_jobs_user_created_idx is 'A user''s ingestion runs newest first.';
 comment on index ingestion_jobs_active_idx is 'Runs a worker may pick up or a rescuer must watch.';
 
+-- Lifecycle (AM003 otherwise): pending -> queued | running | cancelled; queued -> running |
+-- cancelled; running -> completed | failed | cancelled; running -> queued is a retry while
+-- attempts remain. Unlike a job, a run may start straight from pending: nothing is charged on
+-- queueing. The database stamps created_at, started_at and completed_at.
+create function ingestion_jobs_check_transition() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    if tg_op = 'INSERT' then
+        if new.status not in ('pending', 'queued') then
+            raise exception 'an ingestion run starts as pending or queued, not %', new.status
+                using errcode = 'AM003', constraint = 'ingestion_jobs_status_transition';
+        end if;
+        new.created_at := now();
+        new.started_at := null;
+        new.completed_at := null;
+        return new;
+    end if;
+    if new.dataset_version_id <> old.dataset_version_id then
+        raise exception 'ingestion run % cannot move to another dataset version', old.id
+            using errcode = 'AM004', constraint = 'ingestion_jobs_identity_immutable';
+    end if;
+    new.created_at := old.created_at;
+    if new.status = old.status then
+        new.started_at := old.started_at;
+        new.completed_at := old.completed_at;
+        return new;
+    end if;
+    if not ((old.status = 'pending' and new.status in ('queued', 'running', 'cancelled'))
+            or (old.status = 'queued' and new.status in ('running', 'cancelled'))
+            or (old.status = 'running' and new.status in ('completed', 'failed', 'cancelled'))
+            or (old.status = 'running' and new.status = 'queued' and old.attempt < old.max_attempts)) then
+        raise exception 'ingestion run % cannot move from % to %', old.id, old.status, new.status
+            using errcode = 'AM003', constraint = 'ingestion_jobs_status_transition';
+    end if;
+    case new.status
+        when 'queued' then
+            new.started_at := null;
+            new.completed_at := null;
+            new.worker_id := null;
+            new.heartbeat_at := null;
+        when 'running' then
+            new.started_at := now();
+            new.completed_at := null;
+            new.heartbeat_at := now();
+        else
+            new.started_at := old.started_at;
+            new.completed_at := now();
+    end case;
+    return new;
+end;
+$$;
+comment on function ingestion_jobs_check_transition() is
+    'BEFORE INSERT/UPDATE on ingestion_jobs: enforces the run state machine (AM003), keeps the run on '
+    'its version (AM004), and stamps created_at, started_at and completed_at.';
+
 create trigger ingestion_jobs_fill_owner before insert on ingestion_jobs
     for each row execute function fill_owner_from_dataset_version();
+create trigger ingestion_jobs_check_transition before insert or update on ingestion_jobs
+    for each row execute function ingestion_jobs_check_transition();
 create trigger ingestion_jobs_set_updated_at before update on ingestion_jobs
     for each row execute function set_updated_at();
 
@@ -339,6 +451,15 @@ create trigger datasets_count_usage after insert or delete on datasets
 create trigger dataset_versions_count_storage
     after insert or delete or update of original_size_bytes, parquet_size_bytes on dataset_versions
     for each row execute function dataset_versions_count_storage();
+
+-- Lock order: deleting a dataset (and, by cascade, its versions) or changing a version's sizes
+-- moves the owner's counters; take the users row before the rows themselves.
+create trigger datasets_lock_acting_user before delete on datasets
+    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    execute function lock_acting_user();
+create trigger dataset_versions_lock_acting_user before update or delete on dataset_versions
+    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    execute function lock_acting_user();
 
 create trigger datasets_owner_immutable before update of user_id on datasets
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();

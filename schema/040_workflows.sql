@@ -96,12 +96,17 @@ comment on function workflows_count_usage() is
 
 create trigger workflows_count_usage after insert or delete or update of is_deleted on workflows
     for each row execute function workflows_count_usage();
+-- Lock order: soft-deleting, restoring or deleting a workflow moves the owner's counter.
+create trigger workflows_lock_acting_user before update or delete on workflows
+    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    execute function lock_acting_user();
 create trigger workflows_owner_immutable before update of user_id on workflows
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();
 
 -- A snapshot is frozen: only the foreign key's own ON DELETE SET NULL may touch it.
 create function workflow_snapshots_refuse_change() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if new.id = old.id and new.user_id = old.user_id and new.snapshot_data = old.snapshot_data
        and new.created_at = old.created_at and new.workflow_id is null then

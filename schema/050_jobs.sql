@@ -35,7 +35,9 @@ create table jobs (
     constraint jobs_idempotency_key_length check (length(idempotency_key) between 1 and 200),
     constraint jobs_worker_id_length check (length(worker_id) between 1 and 200),
     constraint jobs_attempts_range check (attempt >= 0 and max_attempts >= 1 and attempt <= max_attempts),
-    constraint jobs_times_ordered check (completed_at >= started_at)
+    constraint jobs_times_ordered check (
+        queued_at >= created_at and started_at >= coalesce(queued_at, created_at)
+        and completed_at >= greatest(created_at, queued_at, started_at))
 );
 comment on table jobs is
     'One execution of a workflow snapshot, and the work queue: workers claim queued jobs by priority.';
@@ -56,7 +58,7 @@ comment on column jobs.max_attempts is 'Claims allowed before a stalled job is f
 comment on column jobs.worker_id is 'Worker holding the current attempt.';
 comment on column jobs.heartbeat_at is 'Last sign of life from that worker; a stale beat lets the rescuer requeue the job.';
 comment on column jobs.queued_at is 'When the job entered the queue (latest time, after a requeue).';
-comment on column jobs.created_at is 'Job creation time.';
+comment on column jobs.created_at is 'Job creation time (stamped by the database).';
 comment on column jobs.started_at is 'When the current attempt started running.';
 comment on column jobs.completed_at is 'When the job reached a terminal state.';
 comment on column jobs.updated_at is 'Last change of this row (set by trigger).';
@@ -91,7 +93,8 @@ create table job_nodes (
     constraint job_nodes_node_key unique (job_id, node_id),
     constraint job_nodes_node_id_length check (length(node_id) between 1 and 200),
     constraint job_nodes_output_shape check (output_data is null or jsonb_is_object(output_data)),
-    constraint job_nodes_times_ordered check (completed_at >= started_at)
+    constraint job_nodes_times_ordered check (
+        started_at >= created_at and completed_at >= coalesce(started_at, created_at))
 );
 comment on table job_nodes is 'Status of each node of a job''s graph, for progress display and failure diagnosis.';
 comment on column job_nodes.id is 'Primary key.';
@@ -104,14 +107,15 @@ comment on column job_nodes.output_data is 'Node-specific outputs (JSON object).
 comment on column job_nodes.error_message is 'Why the node failed.';
 comment on column job_nodes.started_at is 'When the node started running.';
 comment on column job_nodes.completed_at is 'When the node ended (success, failed or skipped).';
-comment on column job_nodes.created_at is 'Row creation time.';
+comment on column job_nodes.created_at is 'Row creation time (stamped by the database).';
 comment on column job_nodes.updated_at is 'Last change of this row (set by trigger).';
 
 create index job_nodes_user_idx on job_nodes (user_id);
 comment on index job_nodes_user_idx is 'Owner filter; job_nodes_node_key already serves a job''s nodes.';
 
 create function job_nodes_fill_owner() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if new.user_id is null then
         select j.user_id into new.user_id from jobs j where j.id = new.job_id;
@@ -131,16 +135,19 @@ create trigger job_nodes_set_updated_at before update on job_nodes
 --   pending -> queued | cancelled        queued -> running | cancelled
 --   running -> completed | failed | cancelled
 --   running -> queued  (requeue by the stall rescuer, only while attempt < max_attempts)
--- A job is inserted as pending or queued. The database stamps queued_at, started_at and
--- completed_at; client-written values of those are ignored.
+-- A job is inserted as pending or queued. The database stamps created_at, queued_at, started_at
+-- and completed_at on every move, so they are always in that order; client-written values of
+-- those are ignored.
 create function jobs_check_transition() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         if new.status not in ('pending', 'queued') then
             raise exception 'a job starts as pending or queued, not %', new.status
                 using errcode = 'AM003', constraint = 'jobs_status_transition';
         end if;
+        new.created_at := now();
         new.queued_at := case when new.status = 'queued' then now() end;
         new.started_at := null;
         new.completed_at := null;
@@ -154,6 +161,7 @@ begin
     end if;
 
     new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
+    new.created_at := old.created_at;
     if new.status = old.status then
         new.queued_at := old.queued_at;
         new.started_at := old.started_at;
@@ -173,11 +181,13 @@ begin
         when 'queued' then
             new.queued_at := now();
             new.started_at := null;
+            new.completed_at := null;
             new.worker_id := null;
             new.heartbeat_at := null;
         when 'running' then
             new.queued_at := old.queued_at;
             new.started_at := now();
+            new.completed_at := null;
             new.heartbeat_at := now();
         else
             new.queued_at := old.queued_at;
@@ -189,15 +199,17 @@ end;
 $$;
 comment on function jobs_check_transition() is
     'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot and queued '
-    'price (AM004), and stamps queued_at / started_at / completed_at and updated_at.';
+    'price (AM004), and stamps created_at / queued_at / started_at / completed_at and updated_at.';
 
 -- Credit policy: a job is charged credit_cost when it enters the queue for the first time
 -- (insert as queued, or pending -> queued), and refunded in full, once, when it ends failed
 -- or cancelled after being charged. A completed job keeps its charge; a requeue after a stall
 -- charges nothing more. Both are ledger entries, so the ledger explains every balance, and an
--- owner without enough credits cannot queue (AM001 from the ledger).
+-- owner without enough credits cannot queue (AM001 from the ledger). A definer: the rule holds
+-- whoever moves the job (a worker acting for nobody sees no ledger rows of its own).
 create function jobs_settle_credits() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     charged integer;
 begin
@@ -230,15 +242,20 @@ create trigger jobs_settle_credits_on_update after update of status on jobs
     for each row when ((old.status = 'pending' and new.status = 'queued' and new.credit_cost > 0)
                        or (old.status in ('queued', 'running') and new.status in ('failed', 'cancelled')))
     execute function jobs_settle_credits();
+-- Lock order: a status change may charge or refund the owner; take the users row first.
+create trigger jobs_lock_acting_user before update on jobs
+    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    execute function lock_acting_user();
 create trigger jobs_owner_immutable before update of user_id on jobs
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();
 
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
--- Not SECURITY DEFINER: automl_worker reaches every job through its own policies
--- (110_security.sql), which keeps the per-call search_path switch a definer needs off the hot path.
+-- Not SECURITY DEFINER: only automl_worker may call it, and it reaches every user's queued jobs
+-- through its own policies on jobs (110_security.sql).
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
     return query
@@ -273,13 +290,21 @@ returns table (job_id uuid, action text)
 language plpgsql
 security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
+    candidate record;
     j record;
 begin
-    for j in select id, attempt, max_attempts from jobs
-              where status = 'running' and heartbeat_at < now() - stalled_after
-              order by heartbeat_at
-                for update skip locked
+    for candidate in select id, user_id from jobs
+                      where status = 'running' and heartbeat_at < now() - stalled_after
+                      order by heartbeat_at
     loop
+        -- Lock order: the owner's users row (failing refunds it), then the job; anything busy is
+        -- left for the next run.
+        perform from users u where u.id = candidate.user_id for no key update skip locked;
+        continue when not found;
+        select id, attempt, max_attempts into j from jobs
+         where id = candidate.id and status = 'running' and heartbeat_at < now() - stalled_after
+           for update skip locked;
+        continue when not found;
         if j.attempt < j.max_attempts then
             update jobs set status = 'queued' where id = j.id;
             job_id := j.id; action := 'requeued';
@@ -298,15 +323,18 @@ comment on function rescue_stalled_jobs(interval) is
     'Maintenance: running jobs whose heartbeat is older than stalled_after are requeued while attempts '
     'remain, else failed (and so refunded). Returns what it did to each.';
 
--- Nodes: pending -> running -> success | failed, pending -> skipped (AM003 otherwise).
+-- Nodes: pending -> running -> success | failed, pending -> skipped (AM003 otherwise). The
+-- database stamps created_at, started_at and completed_at.
 create function job_nodes_check_transition() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         if new.status <> 'pending' then
             raise exception 'a job node starts as pending, not %', new.status
                 using errcode = 'AM003', constraint = 'job_nodes_status_transition';
         end if;
+        new.created_at := now();
         new.started_at := null;
         new.completed_at := null;
         return new;
@@ -315,6 +343,7 @@ begin
         raise exception 'job node % cannot move to another job or node id', old.id
             using errcode = 'AM004', constraint = 'job_nodes_identity_immutable';
     end if;
+    new.created_at := old.created_at;
     if new.status = old.status then
         new.started_at := old.started_at;
         new.completed_at := old.completed_at;
@@ -336,10 +365,13 @@ begin
 end;
 $$;
 comment on function job_nodes_check_transition() is
-    'BEFORE INSERT/UPDATE on job_nodes: enforces the node status machine and stamps started_at / completed_at.';
+    'BEFORE INSERT/UPDATE on job_nodes: enforces the node status machine and stamps created_at / '
+    'started_at / completed_at.';
 
+-- A definer, so the rule holds whoever fails the node.
 create function job_nodes_skip_downstream() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
 begin
     with recursive edge as (
         select e ->> 'source' as source, e ->> 'target' as target

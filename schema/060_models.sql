@@ -47,7 +47,8 @@ comment on index models_job_idx is 'Foreign key index; finds the models a job pr
 comment on index models_deployed_idx is 'A user''s deployed models.';
 
 create function models_stamp_deployed_at() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if new.is_deployed then
         if tg_op = 'INSERT' or not old.is_deployed then
@@ -86,5 +87,9 @@ comment on function models_count_usage() is
 
 create trigger models_count_usage after insert or delete on models
     for each row execute function models_count_usage();
+-- Lock order: deleting a model moves the owner's counter.
+create trigger models_lock_acting_user before delete on models
+    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    execute function lock_acting_user();
 create trigger models_owner_immutable before update of user_id on models
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();

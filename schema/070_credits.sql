@@ -1,21 +1,27 @@
 -- 070_credits.sql — credit packages and the immutable credit ledger.
 --
--- Owns: credit_packages (what can be bought), credit_transactions (the ledger) and the
--- posting trigger that moves users.credit_balance. Rules, all enforced here:
+-- Owns: credit_packages (what can be bought), credit_package_on_sale() (the one statement of
+-- which tier may buy which package), credit_transactions (the ledger) and the posting trigger
+-- that moves users.credit_balance. Rules, all enforced here:
 --   * a client inserts user_id, type, amount, description (+ job_id / package_id /
---     stripe_payment_id); the database fills entry_number and balance_after from the
---     locked user row, in constant time (pgledger style UPDATE ... RETURNING);
+--     stripe_payment_id); the database fills id (when not given), entry_number and
+--     balance_after from the locked user row, in constant time (pgledger style UPDATE ...
+--     RETURNING);
+--   * a client may post only for a user it may see: another tenant's account is refused before
+--     anything of it is locked (constraint credit_transactions_acting_user);
 --   * no entry may take a balance below zero: SQLSTATE AM001, constraint
 --     credit_transactions_balance_nonnegative;
 --   * sign rules per type; consumption and refund name a job of the same user; a job is
 --     charged its credit_cost once, as it is queued, and refunded at most once, exactly what
 --     it consumed, once it failed or was cancelled (constraint credit_transactions_job_policy);
---   * a stripe payment is credited once; a package purchase credits exactly the package, and
---     only to a tier allowed to buy it;
+--   * a purchase carries its payment reference, credited once; a package purchase credits
+--     exactly the package, and only to a tier allowed to buy it;
+--   * a balance moves only with its entry: duplicates are refused before the move, so an
+--     INSERT ... ON CONFLICT cannot skip a row whose balance already moved;
 --   * entries are never updated, deleted or truncated (SQLSTATE AM004).
 -- job_id is deliberately not a foreign key: ledger entries outlive the jobs they explain
 -- (purge removes a closed account's jobs, never its ledger). The posting trigger checks the
--- job at insert time, under the same lock a foreign key would take.
+-- job at insert time and holds it (FOR SHARE) until the entry commits.
 
 create table credit_packages (
     id               uuid primary key default gen_random_uuid(),
@@ -48,8 +54,23 @@ comment on column credit_packages.updated_at is 'Last change of this row (set by
 create trigger credit_packages_set_updated_at before update on credit_packages
     for each row execute function set_updated_at();
 
+-- Which tier may buy which package: written once, used by the posting trigger and the queries.
+create function credit_package_on_sale(p_restriction tier_restriction, p_is_active boolean, p_tier user_tier)
+returns boolean
+language sql immutable parallel safe
+begin atomic
+    select coalesce(p_is_active and case p_restriction
+                                        when 'none' then true
+                                        when 'pro_only' then p_tier = 'pro'
+                                        when 'enterprise_only' then p_tier = 'enterprise'
+                                    end, false);
+end;
+comment on function credit_package_on_sale(tier_restriction, boolean, user_tier) is
+    'True when a package with this restriction and active flag may be bought by an account of p_tier: '
+    'active, and none (anyone), pro_only (pro) or enterprise_only (enterprise).';
+
 create table credit_transactions (
-    id                uuid primary key default gen_random_uuid(),
+    id                uuid primary key,
     user_id           uuid not null,
     entry_number      bigint not null,
     type              transaction_type not null,
@@ -76,13 +97,16 @@ create table credit_transactions (
             else amount <> 0
         end),
     constraint credit_transactions_job_required check (type not in ('consumption', 'refund') or job_id is not null),
+    constraint credit_transactions_purchase_payment check (type <> 'purchase' or stripe_payment_id is not null),
     constraint credit_transactions_description_length check (length(description) <= 1000),
     constraint credit_transactions_stripe_payment_id_length check (length(stripe_payment_id) between 1 and 255)
 );
 comment on table credit_transactions is
     'Immutable credit ledger: every change of a balance is one entry. users.credit_balance equals the '
     'balance_after of the user''s last entry and the sum of its amounts.';
-comment on column credit_transactions.id is 'Primary key.';
+comment on column credit_transactions.id is
+    'Primary key. No column default on purpose: the posting trigger draws one when the client gives none, '
+    'and only a client-chosen id pays for the duplicate check.';
 comment on column credit_transactions.user_id is 'Account whose balance the entry moves.';
 comment on column credit_transactions.entry_number is
     'Position in the user''s ledger: 1, 2, 3... without gaps (filled by the database).';
@@ -95,7 +119,8 @@ comment on column credit_transactions.description is 'Human-readable reason.';
 comment on column credit_transactions.job_id is
     'Job charged or refunded (required for consumption and refund). Not a foreign key: the ledger outlives jobs.';
 comment on column credit_transactions.package_id is 'Package bought, for purchases.';
-comment on column credit_transactions.stripe_payment_id is 'Stripe payment credited; unique, so a payment is credited once.';
+comment on column credit_transactions.stripe_payment_id is
+    'Stripe payment credited; required for purchases and unique, so a payment is credited once.';
 comment on column credit_transactions.created_at is 'Entry time.';
 
 create unique index credit_transactions_job_consumption_key on credit_transactions (job_id)
@@ -107,19 +132,82 @@ comment on index credit_transactions_job_consumption_key is 'A job is charged at
 comment on index credit_transactions_job_refund_key is 'A job is refunded at most once.';
 comment on index credit_transactions_package_idx is 'Foreign key index; sales per package.';
 
+-- Runs first (triggers fire in name order) and only when the entry is for another user than the
+-- transaction acts for, under row-level security: not a definer, so it sees exactly the accounts
+-- the caller may see. automl_app cannot reach another tenant's balance even for the length of a
+-- refused statement; automl_billing sees every account; the owner (settlement) bypasses it.
+create function credit_transactions_check_acting_user() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    if not exists (select from users u where u.id = new.user_id) then
+        raise insufficient_privilege using
+            message = format('this transaction may not post to the ledger of user %s', new.user_id),
+            constraint = 'credit_transactions_acting_user';
+    end if;
+    return new;
+end;
+$$;
+comment on function credit_transactions_check_acting_user() is
+    'BEFORE INSERT on credit_transactions, for an entry of another user than app_user_id() under '
+    'row-level security: refused (42501, credit_transactions_acting_user) unless the caller may see '
+    'that account, before anything of it is locked.';
+
 create function credit_transactions_post() returns trigger
 language plpgsql
 security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
     job jobs%rowtype;
     consumed integer;
-    duplicate text;
     account_tier user_tier;
     package credit_packages%rowtype;
 begin
+    -- A key unique across users that the client chose could collide with an uncommitted twin of
+    -- another account, which ON CONFLICT DO NOTHING would wait for and then skip, after the
+    -- balance below had moved. So such keys are locked (transaction-scoped advisory locks keyed by
+    -- this table) and looked up before anything moves. An id the database draws itself cannot
+    -- collide and costs nothing.
+    if new.id is null then
+        new.id := gen_random_uuid();
+    else
+        perform pg_advisory_xact_lock(tg_relid::integer, hashtext(new.id::text));
+        if exists (select from credit_transactions c where c.id = new.id) then
+            raise unique_violation using message = format('ledger entry %s already exists', new.id),
+                constraint = 'credit_transactions_pkey';
+        end if;
+    end if;
+    if new.stripe_payment_id is not null then
+        perform pg_advisory_xact_lock(tg_relid::integer, hashtext(new.stripe_payment_id));
+        if exists (select from credit_transactions c where c.stripe_payment_id = new.stripe_payment_id) then
+            raise unique_violation using
+                message = format('payment %s is already credited', new.stripe_payment_id),
+                constraint = 'credit_transactions_stripe_payment_key';
+        end if;
+    end if;
+
+    -- The row lock on the user serializes postings per user; the WHERE re-checks the bound on
+    -- the latest balance after any wait, so concurrent spends cannot overdraw.
+    update users
+       set credit_balance = credit_balance + new.amount,
+           last_entry_number = last_entry_number + 1,
+           updated_at = now()
+     where id = new.user_id
+       and credit_balance + new.amount >= 0
+    returning credit_balance, last_entry_number, tier into new.balance_after, new.entry_number, account_tier;
+    if not found then
+        if exists (select from users where id = new.user_id) then
+            raise exception 'insufficient credits: user % cannot take %', new.user_id, new.amount
+                using errcode = 'AM001', constraint = 'credit_transactions_balance_nonnegative';
+        end if;
+        raise foreign_key_violation using
+            message = format('user %s does not exist', new.user_id),
+            constraint = 'credit_transactions_user_fkey';
+    end if;
+
     if new.job_id is not null then
-        -- KEY SHARE, as a foreign key check would take: the job cannot vanish under us.
-        select * into job from jobs j where j.id = new.job_id for key share;
+        -- FOR SHARE: the job's status cannot change under the policy check below (a concurrent
+        -- cancel waits for this entry, and then sees it), nor can the job vanish.
+        select * into job from jobs j where j.id = new.job_id for share;
         if job.user_id is distinct from new.user_id then
             raise foreign_key_violation using
                 message = format('job %s is not a job of user %s', new.job_id, new.user_id),
@@ -144,29 +232,20 @@ begin
                     constraint = 'credit_transactions_job_policy';
             end if;
         end if;
-    end if;
-
-    -- The row lock on the user serializes postings per user; the WHERE re-checks the bound on
-    -- the latest balance after any wait, so concurrent spends cannot overdraw.
-    update users
-       set credit_balance = credit_balance + new.amount,
-           last_entry_number = last_entry_number + 1,
-           updated_at = now()
-     where id = new.user_id
-       and credit_balance + new.amount >= 0
-    returning credit_balance, last_entry_number, tier into new.balance_after, new.entry_number, account_tier;
-    if not found then
-        if exists (select from users where id = new.user_id) then
-            raise exception 'insufficient credits: user % cannot take %', new.user_id, new.amount
-                using errcode = 'AM001', constraint = 'credit_transactions_balance_nonnegative';
+        -- The job's entries are this user's, so a twin (same job, same type) waited on the users row
+        -- above and has committed by now. One probe per type keeps each an index lookup.
+        if new.type = 'consumption' and exists (select from credit_transactions c
+                                                 where c.job_id = new.job_id and c.type = 'consumption') then
+            raise unique_violation using message = format('job %s is already charged', new.job_id),
+                constraint = 'credit_transactions_job_consumption_key';
+        elsif new.type = 'refund' and exists (select from credit_transactions c
+                                              where c.job_id = new.job_id and c.type = 'refund') then
+            raise unique_violation using message = format('job %s is already refunded', new.job_id),
+                constraint = 'credit_transactions_job_refund_key';
         end if;
-        raise foreign_key_violation using
-            message = format('user %s does not exist', new.user_id),
-            constraint = 'credit_transactions_user_fkey';
     end if;
 
-    -- A purchase of a package credits exactly that package, to a tier allowed to buy it: the
-    -- application may insert purchases, so this is what stops it minting credits.
+    -- A purchase of a package credits exactly that package, to a tier allowed to buy it.
     if new.type = 'purchase' and new.package_id is not null then
         select * into package from credit_packages p where p.id = new.package_id;
         if not found then
@@ -176,46 +255,24 @@ begin
             raise check_violation using
                 message = format('package %s grants %s credits, not %s', package.name, package.credits, new.amount),
                 constraint = 'credit_transactions_purchase_matches_package';
-        elsif not package.is_active
-              or (package.tier_restriction = 'pro_only' and account_tier <> 'pro')
-              or (package.tier_restriction = 'enterprise_only' and account_tier <> 'enterprise') then
+        elsif not credit_package_on_sale(package.tier_restriction, package.is_active, account_tier) then
             raise check_violation using
                 message = format('package %s is not for sale to a %s account', package.name, account_tier),
                 constraint = 'credit_transactions_package_for_tier';
         end if;
     end if;
-
-    -- BEFORE triggers run ahead of INSERT ... ON CONFLICT's own check, so a duplicate that
-    -- ON CONFLICT DO NOTHING would silently skip must be refused here, or the balance would move
-    -- without an entry. Checked after the user lock: a concurrent twin has committed by now.
-    -- One query, each probe an index lookup, short-circuited by CASE.
-    select case
-               when exists (select from credit_transactions c where c.id = new.id)
-                   then 'credit_transactions_pkey'
-               when new.stripe_payment_id is not null and exists (
-                        select from credit_transactions c where c.stripe_payment_id = new.stripe_payment_id)
-                   then 'credit_transactions_stripe_payment_key'
-               when new.type in ('consumption', 'refund') and exists (
-                        select from credit_transactions c where c.job_id = new.job_id and c.type = new.type)
-                   then 'credit_transactions_job_' || new.type || '_key'
-           end
-      into duplicate;
-    if duplicate is not null then
-        raise unique_violation using
-            message = format('duplicate ledger entry (%s): id %s, payment %s, job %s',
-                             duplicate, new.id, new.stripe_payment_id, new.job_id),
-            constraint = duplicate;
-    end if;
     return new;
 end;
 $$;
 comment on function credit_transactions_post() is
-    'BEFORE INSERT on credit_transactions: checks the job and the credit policy, moves the user''s '
-    'balance and entry counter in one UPDATE ... RETURNING on the locked user row, fills balance_after '
-    'and entry_number, and refuses duplicates itself so ON CONFLICT cannot skip a row after the move.';
+    'BEFORE INSERT on credit_transactions: refuses a duplicate of a client-chosen id or payment before '
+    'anything moves, moves the user''s balance and entry counter in one UPDATE ... RETURNING on the '
+    'locked user row, fills id, balance_after and entry_number, and checks the job, the credit policy '
+    'and the package.';
 
 create function credit_transactions_refuse_change() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     raise exception 'credit_transactions is append-only: % refused', tg_op
         using errcode = 'AM004', constraint = 'credit_transactions_immutable',
@@ -225,6 +282,9 @@ $$;
 comment on function credit_transactions_refuse_change() is
     'Refuses UPDATE, DELETE and TRUNCATE of the ledger, for every role.';
 
+create trigger credit_transactions_acting_user before insert on credit_transactions
+    for each row when (new.user_id is distinct from app_user_id() and row_security_active('users'))
+    execute function credit_transactions_check_acting_user();
 create trigger credit_transactions_post before insert on credit_transactions
     for each row execute function credit_transactions_post();
 create trigger credit_transactions_immutable before update or delete on credit_transactions
@@ -236,7 +296,8 @@ create trigger credit_transactions_no_truncate before truncate on credit_transac
 -- purged, never deleted. The foreign key's RESTRICT would refuse too, but PostgreSQL 15/16 report
 -- that as 23503 and 17+ as 23001; this rule answers the same on every version.
 create function users_refuse_delete_with_ledger() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     raise exception 'user % has ledger entries: close the account instead (purge keeps the ledger)', old.id
         using errcode = 'restrict_violation', constraint = 'users_ledger_keeps_account';

@@ -104,7 +104,8 @@ comment on index experiment_runs_job_idx is 'Foreign key index: deleting a job f
 comment on index experiment_runs_model_idx is 'Foreign key index: deleting a model finds its runs.';
 
 create function experiment_runs_fill_owner() returns trigger
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
 begin
     if new.user_id is null then
         select e.user_id into new.user_id from experiments e where e.id = new.experiment_id;

@@ -5,14 +5,15 @@
 -- completion, and the content version the learner saw).
 
 create function tutorial_steps_are_valid(steps jsonb) returns boolean
-language sql immutable parallel safe as $$
+language sql immutable parallel safe
+begin atomic
     select coalesce(jsonb_typeof(steps) = 'array', false)
        and not exists (select from jsonb_array_elements(steps) as s(step)
                        where coalesce(jsonb_typeof(s.step -> 'id') <> 'string', true)
                           or coalesce(jsonb_typeof(s.step -> 'title') <> 'string', true)
                           or s.step ->> 'id' = '')
-       and (select count(*) = count(distinct s.step ->> 'id') from jsonb_array_elements(steps) as s(step))
-$$;
+       and (select count(*) = count(distinct s.step ->> 'id') from jsonb_array_elements(steps) as s(step));
+end;
 comment on function tutorial_steps_are_valid(jsonb) is
     'True when steps is an array of objects with a unique non-empty string "id" and a string "title".';
 

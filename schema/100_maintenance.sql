@@ -1,7 +1,8 @@
 -- 100_maintenance.sql — retention and the DBA's audit.
 --
--- Owns: purge_soft_deleted() (30-day retention of soft-deleted workflows and accounts) and
--- check_integrity() (one row per broken invariant; none on a healthy database). Both span
+-- Owns: purge_soft_deleted() (30-day retention of soft-deleted workflows and accounts),
+-- check_integrity() (one row per broken invariant; none on a healthy database) and
+-- apply_database_privileges() (the database-level part of the security model). They span
 -- users, so they are maintenance entry points, not tenant queries.
 
 create function purge_soft_deleted(retention interval default '30 days')
@@ -131,6 +132,18 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
      where (n.status in ('success', 'failed', 'skipped')) <> (n.completed_at is not null)
         or (n.status in ('running', 'success', 'failed')) <> (n.started_at is not null)
     union all
+    select 'dataset_versions timestamps match status', v.id::text,
+           format('status %s, processed_at %s', v.status, v.processed_at)
+      from dataset_versions v
+     where (v.status in ('completed', 'failed')) <> (v.processed_at is not null)
+    union all
+    select 'ingestion_jobs timestamps match status', i.id::text,
+           format('status %s, started_at %s, completed_at %s', i.status, i.started_at, i.completed_at)
+      from ingestion_jobs i
+     where (i.status in ('completed', 'failed', 'cancelled')) <> (i.completed_at is not null)
+        or (i.status in ('running', 'completed', 'failed') and i.started_at is null)
+        or (i.status in ('pending', 'queued') and i.started_at is not null)
+    union all
     -- Counters and storage equal what they count.
     select 'users counters and storage', u.id::text,
            format('datasets %s/%s, workflows %s/%s, models %s/%s, storage %s/%s (stored/actual)',
@@ -176,5 +189,26 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
 $$;
 comment on function check_integrity() is
     'DBA audit: one row per broken invariant (ledger chain and balances, credit policy per job, '
-    'lifecycle stamps, counters, storage, version numbering, owner links); no rows when healthy. '
+    'lifecycle stamps of jobs, nodes, versions and ingestion runs, counters, storage, version '
+    'numbering, owner links); no rows when healthy. '
     'Recomputes from the base rows, so it notices drift written behind the triggers'' back.';
+
+-- Less ambient power (called by 110_security.sql). By default every role may create temporary
+-- tables (which could shadow our names in an unpinned function), large objects (data outside
+-- every table and policy) and take advisory locks (which the ledger uses for client-chosen keys).
+-- The runtime roles need none of that. The temporary-table right is granted per database, and
+-- CREATE DATABASE ... TEMPLATE and a plain pg_restore start from the default again, so it lives in
+-- a function that migrations, the test databases and a restore all run (README, "Restoring a
+-- dump"); the function rights (in pg_catalog) travel with copies and dumps.
+create function apply_database_privileges() returns void
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    execute format('revoke temporary on database %I from public', current_database());
+    execute format('grant temporary on database %I to automl_owner', current_database());
+end;
+$$;
+comment on function apply_database_privileges() is
+    'Revokes the temporary-table right on this database from PUBLIC (a database privilege, which '
+    'copies and plain restores reset). Run by migrations and after CREATE DATABASE ... TEMPLATE or a '
+    'restore; needs the database owner or a superuser.';

@@ -5,21 +5,28 @@ from typing import Any
 import psycopg
 
 # Each query yields rows of text that identify one catalog object completely. Order-insensitive:
-# nothing here depends on OIDs or column positions. yoyo's bookkeeping tables are left out.
+# nothing here depends on OIDs, column positions or the order grants were made in. yoyo's
+# bookkeeping tables are left out.
 NOT_YOYO = "c.relname not like '\\_yoyo%%' and c.relname <> 'yoyo_lock'"
 PUBLIC = "'public'::regnamespace"
+
+
+def acl(column: str) -> str:
+    """An ACL as sorted text: the same grants made in another order read the same."""
+    return f"coalesce((select string_agg(a::text, ',' order by a::text) from unnest({column}) a), '')"
+
 
 CATALOG_QUERIES: dict[str, str] = {
     "tables": f"""
         select c.relname, c.relkind::text, c.relowner::regrole::text, c.relrowsecurity::text,
                c.relforcerowsecurity::text,
-               coalesce(c.relacl::text, ''), coalesce(obj_description(c.oid, 'pg_class'), '')
+               {acl('c.relacl')}, coalesce(obj_description(c.oid, 'pg_class'), '')
           from pg_class c
          where c.relnamespace = {PUBLIC} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and {NOT_YOYO}""",
     "columns": f"""
         select c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull::text,
                coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attgenerated::text, a.attidentity::text,
-               coalesce(a.attacl::text, ''), coalesce(col_description(c.oid, a.attnum), '')
+               {acl('a.attacl')}, coalesce(col_description(c.oid, a.attnum), '')
           from pg_attribute a
           join pg_class c on c.oid = a.attrelid
           left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
@@ -42,7 +49,7 @@ CATALOG_QUERIES: dict[str, str] = {
     "functions": f"""
         select p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid),
                p.proowner::regrole::text,
-               coalesce(p.proacl::text, ''), coalesce(obj_description(p.oid, 'pg_proc'), '')
+               {acl('p.proacl')}, coalesce(obj_description(p.oid, 'pg_proc'), '')
           from pg_proc p where p.pronamespace = {PUBLIC}""",
     "types": f"""
         select t.typname, t.typtype::text,
@@ -61,6 +68,12 @@ CATALOG_QUERIES: dict[str, str] = {
           from pg_policy p join pg_class c on c.oid = p.polrelid
          where c.relnamespace = {PUBLIC}""",
     "extensions": "select extname from pg_extension where extname <> 'plpgsql'",
+    # What the schema revokes beyond itself (large objects, advisory locks).
+    "ambient rights": f"""
+        select p.oid::regprocedure::text, {acl('p.proacl')}
+          from pg_proc p
+         where p.pronamespace = 'pg_catalog'::regnamespace
+           and (p.proname like 'lo\\_%%' or p.proname like '%%advisory%%')""",
     "reference rows": "select tier::text, max_storage_bytes::text, coalesce(max_datasets::text, ''),"
                       " coalesce(max_workflows::text, ''), coalesce(max_models::text, '') from tier_limits",
 }

@@ -6,7 +6,7 @@ check_integrity() returning nothing unless it is marked `drift` (it breaks rules
 
 `conn` / `db_url` connect as the server's superuser: the schema's rules hold for every client, so
 the rule tests write as the most privileged one. The typed API, the demo and the security tests
-connect as automl_app (`app_url`), automl_worker and automl_readonly.
+connect as automl_app (`app_url`), automl_worker, automl_billing and automl_readonly.
 """
 
 import itertools
@@ -84,6 +84,11 @@ def app_url(db_url: str) -> str:
 @pytest.fixture
 def worker_url(db_url: str) -> str:
     return with_user(db_url, "automl_worker")
+
+
+@pytest.fixture
+def billing_url(db_url: str) -> str:
+    return with_user(db_url, "automl_billing")
 
 
 @pytest.fixture

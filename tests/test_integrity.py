@@ -38,8 +38,8 @@ def healthy(conn: Conn) -> dict[str, Any]:
 
 DRIFT = [
     ("update users set credit_balance = 5 where id = %(a)s", "users.credit_balance = ledger"),
-    ("insert into credit_transactions (user_id, entry_number, type, amount, balance_after)"
-     " values (%(a)s, 3, 'purchase', 5, 500)", "credit_transactions chain"),
+    ("insert into credit_transactions (id, user_id, entry_number, type, amount, balance_after)"
+     " values (gen_random_uuid(), %(a)s, 3, 'adjustment', 5, 500)", "credit_transactions chain"),
     ("update users set dataset_count = 9 where id = %(a)s", "users counters and storage"),
     ("update users set workflow_count = 0 where id = %(a)s", "users counters and storage"),
     ("update users set model_count = 0 where id = %(a)s", "users counters and storage"),

@@ -33,7 +33,7 @@ def test_database_fills_entry_number_and_balance_after(conn: Conn, user: Any) ->
 
 def test_client_values_for_derived_fields_are_overwritten(conn: Conn, user: Any) -> None:
     row = one(conn, "insert into credit_transactions (user_id, type, amount, balance_after, entry_number)"
-                    " values (%s, 'purchase', 10, 999999, 42) returning entry_number, balance_after", [user])
+                    " values (%s, 'adjustment', 10, 999999, 42) returning entry_number, balance_after", [user])
     assert row == {"entry_number": 1, "balance_after": 10}
 
 

@@ -36,8 +36,9 @@ def test_ledger_matches_a_model(db_url: str) -> None:
                 return exc.sqlstate, None
 
         def post(self, kind: str, amount: int) -> bool:
-            refused, _ = self.refusal("insert into credit_transactions (user_id, type, amount) values (%s, %s, %s)",
-                                      [self.user, kind, amount])
+            payment = f"pi_{uuid.uuid4().hex}" if kind == "purchase" else None
+            refused, _ = self.refusal("insert into credit_transactions (user_id, type, amount, stripe_payment_id)"
+                                      " values (%s, %s, %s, %s)", [self.user, kind, amount, payment])
             assert refused == ("AM001" if self.balance + amount < 0 else None)
             if refused is None:
                 self.balance += amount

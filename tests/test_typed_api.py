@@ -1,8 +1,8 @@
 """Every generated operation, as a service calls it: typed results and typed refusals.
 
 The service side runs as automl_app (row-level security on, every transaction acting for a
-user), workers as automl_worker; `admin` (the superuser) only seeds data the platform's own
-operators would (adjustments).
+user), workers as automl_worker, the billing service as automl_billing (the only role that
+creates credits); `admin` (the superuser) only seeds reference data and test credits.
 """
 
 import uuid
@@ -68,6 +68,12 @@ def worker(admin: Database, worker_url: str) -> Iterator[Database]:
         yield database
 
 
+@pytest.fixture
+def billing(admin: Database, billing_url: str) -> Iterator[Database]:
+    with Database(billing_url, settings=SETTINGS) as database:
+        yield database
+
+
 def new_user(db: Database, credits: int = 0, admin: Database | None = None) -> User:
     uid = uuid.uuid4()
     with db.transaction(user_id=uid) as conn:
@@ -91,7 +97,7 @@ def snapshot_for(db: Database, user: User) -> uuid.UUID:
         return snapshot.id
 
 
-def test_users(db: Database) -> None:
+def test_users(db: Database, billing: Database) -> None:
     uid = uuid.uuid4()
     with db.transaction(user_id=uid) as conn:
         ada = q.sign_up(conn, email="Ada@Example.com", full_name="Ada")
@@ -101,9 +107,6 @@ def test_users(db: Database) -> None:
         verified = q.verify_email(conn, id=ada.id)
         assert verified is not None
         assert verified.email_verified
-        pro = q.change_tier(conn, id=ada.id, tier=UserTier.PRO)
-        assert pro is not None
-        assert pro.tier == UserTier.PRO
         closed = q.soft_delete_user(conn, id=ada.id)
         assert closed is not None
         assert closed.is_deleted
@@ -111,23 +114,32 @@ def test_users(db: Database) -> None:
         reopened = q.restore_user(conn, id=ada.id)
         assert reopened is not None
         assert reopened.deleted_at is None
+    with pytest.raises(PermissionDenied), db.transaction(user_id=uid) as conn:
+        q.change_tier(conn, id=uid, tier=UserTier.PRO)  # a tier is bought, not chosen by the app
+    with billing.transaction() as conn:
+        pro = q.change_tier(conn, id=uid, tier=UserTier.PRO)
+        assert pro is not None
+        assert pro.tier == UserTier.PRO
     with db.transaction() as conn:  # sign-in: find the account, then act for it
         assert q.find_user_id(conn, email="ADA@example.COM") == uid
         assert q.get_user(conn, id=uid) is None  # not acting for anyone: nothing is visible
-        first = q.sign_in_oauth(conn, email="gh@example.com", oauth_provider=OauthProvider.GITHUB, oauth_id="42")
-        again = q.sign_in_oauth(conn, email="gh@example.com", full_name="Grace",
-                                oauth_provider=OauthProvider.GITHUB, oauth_id="42")
-        assert first is not None
-        assert again is not None
-        assert (again.id, again.full_name, again.email_verified) == (first.id, "Grace", True)
-    with db.transaction(user_id=first.id) as conn:
-        assert q.change_tier(conn, id=uid, tier=UserTier.ENTERPRISE) is None  # not the account it acts for
+        assert q.sign_in_oauth(conn, oauth_provider=OauthProvider.GITHUB, oauth_id="42") is None
+    grace = uuid.uuid4()
+    with db.transaction(user_id=grace) as conn:  # an unknown identity signs up under a new id
+        signed_up = q.sign_up_oauth(conn, email="gh@example.com", full_name="Grace",
+                                    oauth_provider=OauthProvider.GITHUB, oauth_id="42")
+        assert signed_up is not None
+        assert (signed_up.id, signed_up.email_verified) == (grace, True)
+    with db.transaction() as conn:
+        assert q.sign_in_oauth(conn, oauth_provider=OauthProvider.GITHUB, oauth_id="42") == grace
     with pytest.raises(AlreadyExists) as duplicate, db.transaction(user_id=uuid.uuid4()) as conn:
         q.sign_up(conn, email="ADA@EXAMPLE.COM")
     assert (duplicate.value.sqlstate, duplicate.value.constraint) == ("23505", "users_email_lower_key")
     with pytest.raises(InvalidInput) as malformed, db.transaction(user_id=uuid.uuid4()) as conn:
         q.sign_up(conn, email="nobody")
     assert malformed.value.constraint == "users_email_format"
+    with pytest.raises(PermissionDenied), db.transaction() as conn:  # an account only for the id acted for
+        q.sign_up(conn, email="nobody@example.com")
 
 
 def test_datasets_versions_ingestion_profiles(db: Database) -> None:
@@ -357,7 +369,7 @@ def test_models_experiments_leaderboard(db: Database) -> None:
         q.add_run(conn, user_id=uid, experiment_id=by_f1.id, model_id=uuid.uuid4())
 
 
-def test_credits(db: Database, admin: Database) -> None:
+def test_credits(db: Database, billing: Database, admin: Database) -> None:
     user = new_user(db)
     uid = user.id
     with db.transaction(user_id=uid) as conn:
@@ -366,6 +378,7 @@ def test_credits(db: Database, admin: Database) -> None:
         assert free == {"Starter", "Builder"}
         assert pro == {"Starter", "Builder", "Pro Pack"}
         packages = {p.name: p for p in q.packages_for_tier(conn, tier=UserTier.ENTERPRISE)}
+    with billing.transaction() as conn:  # the payment webhook, then Stripe's retry of it
         first = q.purchase_credits(conn, user_id=uid, package_id=packages["Starter"].id, stripe_payment_id="pi_1")
         retry = q.purchase_credits(conn, user_id=uid, package_id=packages["Starter"].id, stripe_payment_id="pi_1")
         assert first is not None
@@ -373,7 +386,6 @@ def test_credits(db: Database, admin: Database) -> None:
         assert q.get_balance(conn, user_id=uid) == 100
         assert q.purchase_credits(conn, user_id=uid, package_id=packages["Enterprise"].id,
                                   stripe_payment_id="pi_2") is None  # not for a free account
-    with admin.transaction() as conn:  # adjustments are the operators', not the application's
         for i in range(1, 6):
             q.adjust_credits(conn, user_id=uid, amount=i, description=f"bonus {i}")
     with db.transaction(user_id=uid) as conn:
@@ -383,7 +395,9 @@ def test_credits(db: Database, admin: Database) -> None:
         assert page1[0].balance_after == 115
     with pytest.raises(PermissionDenied), db.transaction(user_id=uid) as conn:
         q.adjust_credits(conn, user_id=uid, amount=1000)  # the app cannot grant itself credits
-    with pytest.raises(InsufficientCredits), admin.transaction() as conn:
+    with pytest.raises(PermissionDenied), db.transaction(user_id=uid) as conn:
+        q.purchase_credits(conn, user_id=uid, package_id=packages["Starter"].id, stripe_payment_id="pi_3")
+    with pytest.raises(InsufficientCredits), billing.transaction() as conn:
         q.adjust_credits(conn, user_id=uid, amount=-116)
     with pytest.raises(PermissionDenied), db.transaction(user_id=uid) as conn:
         conn.execute("delete from credit_transactions where user_id = %s", [uid])

@@ -71,6 +71,7 @@ def test_storage_follows_version_sizes_and_cascades(conn: Conn) -> None:
     make_version(conn, first, size=500)
     make_version(conn, second, size=250)
     assert usage(conn, user)["storage_used_bytes"] == 1750
+    conn.execute("update dataset_versions set status = 'processing' where id = %s", [v1["id"]])
     conn.execute("update dataset_versions set status = 'completed', s3_path = 's3://x', parquet_size_bytes = 400,"
                  " row_count = 10, column_count = 2 where id = %s", [v1["id"]])
     assert usage(conn, user)["storage_used_bytes"] == 2150
