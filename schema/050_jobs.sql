@@ -177,22 +177,24 @@ begin
             using errcode = 'AM003', constraint = 'jobs_status_transition';
     end if;
 
+    -- now() is when this transaction began, which may precede a concurrent transaction's stamp
+    -- on the same job (a rescuer's requeue, say): each stamp is at least the one before it.
     case new.status
         when 'queued' then
-            new.queued_at := now();
+            new.queued_at := greatest(now(), old.created_at);
             new.started_at := null;
             new.completed_at := null;
             new.worker_id := null;
             new.heartbeat_at := null;
         when 'running' then
             new.queued_at := old.queued_at;
-            new.started_at := now();
+            new.started_at := greatest(now(), old.queued_at, old.created_at);
             new.completed_at := null;
             new.heartbeat_at := now();
         else
             new.queued_at := old.queued_at;
             new.started_at := old.started_at;
-            new.completed_at := now();
+            new.completed_at := greatest(now(), old.started_at, old.queued_at, old.created_at);
     end case;
     return new;
 end;
@@ -354,12 +356,12 @@ begin
         raise exception 'job node % cannot move from % to %', old.id, old.status, new.status
             using errcode = 'AM003', constraint = 'job_nodes_status_transition';
     end if;
-    if new.status = 'running' then
-        new.started_at := now();
+    if new.status = 'running' then  -- stamps never precede the one before (see jobs_check_transition)
+        new.started_at := greatest(now(), old.created_at);
         new.completed_at := null;
     else
         new.started_at := old.started_at;
-        new.completed_at := now();
+        new.completed_at := greatest(now(), old.started_at, old.created_at);
     end if;
     return new;
 end;

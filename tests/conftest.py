@@ -39,7 +39,11 @@ def create_database(server_url: str, name: str, template: str | None = None) -> 
         if template:
             query += sql.SQL(" template {}").format(sql.Identifier(template))
         conn.execute(query)
-    return with_database(server_url, name)
+    url = with_database(server_url, name)
+    if template:  # database-level privileges are not copied from a template
+        with _admin(url) as conn:
+            conn.execute("select apply_database_privileges()")
+    return url
 
 
 def drop_database(server_url: str, name: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, dict_row
 
 Conn = psycopg.Connection[DictRow]
 
@@ -105,3 +105,11 @@ def assert_refused(conn: Conn, query: str, params: Any = None, *, sqlstate: str,
         assert error.diag.constraint_name == constraint, f"{error.diag.constraint_name}: {error}"
     assert table_contents(conn) == before
     return error
+
+
+def as_role(url: str, user: Any = None) -> Conn:
+    """An autocommit connection that acts for `user` in every statement (None: for nobody)."""
+    conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+    if user is not None:
+        conn.execute("select set_config('automl.user_id', %s, false)", [str(user)])
+    return conn

@@ -6,26 +6,28 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.db import Database
-from tests.helpers import GRAPH, give_credits, make_dataset, make_job, make_model, make_snapshot, make_user, value
+from tests.helpers import (
+    GRAPH,
+    as_role,
+    give_credits,
+    make_dataset,
+    make_job,
+    make_model,
+    make_snapshot,
+    make_user,
+    value,
+)
 
 Conn = psycopg.Connection[DictRow]
 
 TENANT_TABLES = ["datasets", "dataset_versions", "dataset_profiles", "ingestion_jobs", "workflows",
                  "workflow_snapshots", "jobs", "job_nodes", "models", "credit_transactions", "experiments",
                  "experiment_runs", "user_tutorial_progress"]
-
-
-def as_role(url: str, user: Any = None) -> Conn:
-    """An autocommit connection that acts for `user` in every statement (None: for nobody)."""
-    conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
-    if user is not None:
-        conn.execute("select set_config('automl.user_id', %s, false)", [str(user)])
-    return conn
 
 
 @pytest.fixture

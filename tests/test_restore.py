@@ -1,0 +1,105 @@
+"""A DBA's dump and restore, with the server's own binaries: pg_dump -Fc of a database holding the
+demo's data, restored whole into an empty database and data-only into a migrated one. The copy
+must hold the same rows and catalog, audit clean, and keep enforcing the rules."""
+
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from automl_db import demo, migrate
+from automl_db import queries as q
+from automl_db.config import Settings
+from automl_db.db import Database
+from automl_db.embedded import binary
+from tests.catalog import snapshot
+from tests.conftest import create_database, drop_database
+
+SMALL = Settings(pool_min_size=1, pool_max_size=2)
+#: Tables a migrated database already fills: yoyo's bookkeeping and the reference rows of 0001.
+FILLED_BY_MIGRATIONS = ("_yoyo_log", "_yoyo_migration", "_yoyo_version", "yoyo_lock", "tier_limits")
+
+
+@pytest.fixture
+def demo_db(db_url: str, app_url: str, worker_url: str, billing_url: str) -> str:
+    """The test database with the demo's story in it (every table gets rows)."""
+    with Database(db_url, settings=SMALL) as admin, admin.transaction() as c:
+        q.seed_reference_data(c)
+    with (Database(app_url, settings=SMALL) as app, Database(worker_url, settings=SMALL) as workers,
+          Database(billing_url, settings=SMALL) as billing, redirect_stdout(io.StringIO())):
+        demo.story(app, workers, billing)
+    return db_url
+
+
+@pytest.fixture
+def target(server_url: str) -> Iterator[str]:
+    name = f"automl_t_{os.getpid()}_restored"
+    yield create_database(server_url, name)
+    drop_database(server_url, name)
+
+
+def run(program: str, url: str, *args: str) -> None:
+    major = psycopg.connect(url).info.server_version // 10000
+    result = subprocess.run([binary(program, major), *args], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+
+
+def contents(url: str) -> dict[str, list[Any]]:
+    with psycopg.connect(url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'")]
+        return {t: sorted(map(repr, conn.execute(sql.SQL("select * from {}").format(sql.Identifier(t)))))
+                for t in tables}
+
+
+def assert_alive(url: str) -> None:
+    """The copy audits clean and its rules still run: the ledger numbers on and stays append-only."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select apply_database_privileges()")  # a database privilege: not in a plain dump
+        assert conn.execute("select * from check_integrity()").fetchall() == []
+        user, last = conn.execute("select id, last_entry_number from users where last_entry_number > 0"
+                                  " limit 1").fetchone() or (None, None)
+        assert user is not None
+        entry = conn.execute("insert into credit_transactions (user_id, type, amount) values (%s, 'adjustment', 1)"
+                             " returning entry_number", [user]).fetchone()
+        assert entry == (last + 1,)
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("delete from credit_transactions where user_id = %s", [user])
+        assert refused.value.sqlstate == "AM004"
+        assert conn.execute("select * from check_integrity()").fetchall() == []
+
+
+def test_a_dump_restores_whole_into_an_empty_database(demo_db: str, target: str, tmp_path: Path) -> None:
+    dump = tmp_path / "automl.dump"
+    run("pg_dump", demo_db, "--format=custom", f"--file={dump}", f"--dbname={demo_db}")
+    run("pg_restore", target, "--exit-on-error", f"--dbname={target}", str(dump))
+    assert contents(target) == contents(demo_db)
+    assert snapshot(target) == snapshot(demo_db)
+    assert_alive(target)
+
+
+def test_a_dump_restores_data_only_into_a_migrated_database(demo_db: str, target: str, tmp_path: Path) -> None:
+    """The README's data-only procedure: migrate the target, leave out what migrations filled, restore
+    with triggers off (the rows carry their balances and numbers), audit."""
+    dump, listing = tmp_path / "automl.dump", tmp_path / "restore.list"
+    run("pg_dump", demo_db, "--format=custom", f"--file={dump}", f"--dbname={demo_db}")
+    migrate.apply(target)
+    major = psycopg.connect(target).info.server_version // 10000
+    toc = subprocess.run([binary("pg_restore", major), "--list", str(dump)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    listing.write_text("\n".join(line for line in toc
+                                 if not any(f"TABLE DATA public {t} " in line for t in FILLED_BY_MIGRATIONS)))
+    run("pg_restore", target, "--data-only", "--disable-triggers", "--exit-on-error", f"--use-list={listing}",
+        f"--dbname={target}", str(dump))
+    copied, original = contents(target), contents(demo_db)
+    for table in FILLED_BY_MIGRATIONS:  # the target's own (its migration times, its reference rows)
+        del copied[table], original[table]
+    assert copied == original
+    assert_alive(target)
