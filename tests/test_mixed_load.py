@@ -8,6 +8,7 @@ deadlock and no error outside the rules' own refusals, and check_integrity() cle
 AUTOML_DB_LOAD_SECONDS shortens or lengthens it.
 """
 
+import functools
 import os
 import random
 import threading
@@ -121,7 +122,7 @@ def test_a_mixed_load_never_deadlocks(db_url: str, app_url: str, worker_url: str
             uid = users[i % USERS]  # two clients per user
             while time.monotonic() < stop:
                 action = rng.choice(client_actions)
-                tally.run(action.__name__, lambda a=action: a(rng, uid))
+                tally.run(action.__name__, functools.partial(action, rng, uid))
 
         def finish(rng: random.Random, job: Job, worker: str) -> None:
             with workers.transaction(user_id=job.user_id) as c:  # workers act for the job's owner
