@@ -7,7 +7,7 @@ from uuid import UUID
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from pydantic import TypeAdapter
+from pydantic import AwareDatetime, TypeAdapter
 
 from automl_db.errors import translate
 from automl_db.rows import (
@@ -43,10 +43,10 @@ from automl_db.rows import (
     Workflow,
     WorkflowSnapshot,
 )
-from automl_db.runtime import jsonb, scalar_row
+from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row
 from automl_db.shapes import Json, Metrics, WorkflowGraph
 
-__all__ = ["Json", "Metrics", "WorkflowGraph", "datetime", "timedelta"]
+__all__ = ["Int2", "Int4", "Int8", "Json", "JsonParam", "Metrics", "Text", "WorkflowGraph", "datetime", "timedelta"]
 
 # A list is validated in one call: cheaper than one model_validate per row.
 _BESTMODELPEREXPERIMENTROW_LIST = TypeAdapter(list[BestModelPerExperimentRow])
@@ -77,6 +77,7 @@ returning *
 """
 
 
+@checked
 async def add_run(
     conn: AsyncConnection[Any],
     *,
@@ -84,9 +85,9 @@ async def add_run(
     experiment_id: UUID,
     job_id: UUID | None = None,
     model_id: UUID | None = None,
-    run_name: str | None = None,
-    params: Json | None = None,
-    metrics: Json | None = None,
+    run_name: Text | None = None,
+    params: JsonParam | None = None,
+    metrics: JsonParam | None = None,
 ) -> ExperimentRun | None:
     """Record a run of the experiment: its job and/or model, parameters and final metrics."""
     try:
@@ -99,8 +100,8 @@ async def add_run(
                 "job_id": job_id,
                 "model_id": model_id,
                 "run_name": run_name,
-                "params": jsonb(params),
-                "metrics": jsonb(metrics),
+                "params": params,
+                "metrics": metrics,
             },
         )
         row = await cur.fetchone()
@@ -118,17 +119,18 @@ returning *
 """
 
 
+@checked
 async def add_version(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
     dataset_id: UUID,
-    original_size_bytes: int,
+    original_size_bytes: Int8,
     upload_id: UUID | None = None,
-    original_filename: str | None = None,
+    original_filename: Text | None = None,
     original_format: FileFormat | None = None,
-    version_label: str | None = None,
-    content_sha256: str | None = None,
+    version_label: Text | None = None,
+    content_sha256: Text | None = None,
 ) -> DatasetVersion | None:
     """Record an upload as the dataset's next version (numbered by the database, storage quota enforced)."""
     try:
@@ -159,8 +161,9 @@ returning *
 """
 
 
+@checked
 async def adjust_credits(
-    conn: AsyncConnection[Any], *, user_id: UUID, amount: int, description: str | None = None
+    conn: AsyncConnection[Any], *, user_id: UUID, amount: Int4, description: Text | None = None
 ) -> CreditTransaction | None:
     """Billing: a manual correction, positive or negative (never below zero)."""
     try:
@@ -188,6 +191,7 @@ select distinct on (e.id)
 """
 
 
+@checked
 async def best_model_per_experiment(conn: AsyncConnection[Any], *, user_id: UUID) -> list[BestModelPerExperimentRow]:
     """For each of the user's experiments, the run whose model scores best on the primary metric."""
     try:
@@ -204,6 +208,7 @@ update jobs set status = 'cancelled' where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def cancel_job(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Job | None:
     """Cancel a pending, queued or running job; a charged job is refunded."""
     try:
@@ -220,6 +225,7 @@ update users set tier = %(tier)s where id = %(id)s returning *
 """
 
 
+@checked
 async def change_tier(conn: AsyncConnection[Any], *, id: UUID, tier: UserTier) -> User | None:
     """Billing: move an account to another tier (its limits apply to the next write)."""
     try:
@@ -236,6 +242,7 @@ select invariant, subject, detail from check_integrity()
 """
 
 
+@checked
 async def check_integrity(conn: AsyncConnection[Any]) -> list[CheckIntegrityRow]:
     """Every broken invariant, one row each (none on a healthy database)."""
     try:
@@ -252,7 +259,8 @@ select * from claim_jobs(%(worker_id)s, 1)
 """
 
 
-async def claim_job(conn: AsyncConnection[Any], *, worker_id: str) -> Job | None:
+@checked
+async def claim_job(conn: AsyncConnection[Any], *, worker_id: Text) -> Job | None:
     """Worker: take the most urgent queued job (highest priority, then oldest) and mark it running."""
     try:
         cur = conn.cursor(row_factory=dict_row)
@@ -270,13 +278,14 @@ returning *
 """
 
 
+@checked
 async def complete_job(
-    conn: AsyncConnection[Any], *, id: UUID, worker_id: str, results: Json | None = None
+    conn: AsyncConnection[Any], *, id: UUID, worker_id: Text, results: JsonParam | None = None
 ) -> Job | None:
     """Worker: the job finished; it keeps its charge."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(COMPLETE_JOB, {"id": id, "worker_id": worker_id, "results": jsonb(results)})
+        await cur.execute(COMPLETE_JOB, {"id": id, "worker_id": worker_id, "results": results})
         row = await cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
@@ -299,8 +308,9 @@ returning p.*
 """
 
 
+@checked
 async def complete_step(
-    conn: AsyncConnection[Any], *, user_id: UUID, tutorial_id: UUID, step_id: str
+    conn: AsyncConnection[Any], *, user_id: UUID, tutorial_id: UUID, step_id: Text
 ) -> UserTutorialProgress | None:
     """Mark a step of the tutorial done (once) and move the learner past it."""
     try:
@@ -319,14 +329,15 @@ returning *
 """
 
 
+@checked
 async def create_dataset(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
-    name: str,
-    description: str | None = None,
+    name: Text,
+    description: Text | None = None,
     problem_type: ProblemType | None = None,
-    target_column: str | None = None,
+    target_column: Text | None = None,
 ) -> Dataset | None:
     """Create an empty dataset (counts toward the tier's dataset limit)."""
     try:
@@ -355,15 +366,16 @@ returning *
 """
 
 
+@checked
 async def create_experiment(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
-    name: str,
-    description: str | None = None,
+    name: Text,
+    description: Text | None = None,
     dataset_id: UUID | None = None,
     problem_type: ProblemType | None = None,
-    primary_metric: str | None = None,
+    primary_metric: Text | None = None,
     metric_goal: MetricGoal | None = None,
 ) -> Experiment | None:
     """Create an experiment ranking runs by primary_metric (maximize or minimize)."""
@@ -392,6 +404,7 @@ insert into ingestion_jobs (user_id, dataset_version_id) values (%(user_id)s, %(
 """
 
 
+@checked
 async def create_ingestion_job(
     conn: AsyncConnection[Any], *, user_id: UUID, dataset_version_id: UUID
 ) -> IngestionJob | None:
@@ -412,13 +425,14 @@ returning *
 """
 
 
+@checked
 async def create_pending_job(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
     workflow_snapshot_id: UUID,
-    credit_cost: int,
-    priority: int | None = None,
+    credit_cost: Int4,
+    priority: Int4 | None = None,
 ) -> Job | None:
     """Create a job without queueing it (no charge until queue_job)."""
     try:
@@ -445,20 +459,20 @@ returning *
 """
 
 
+@checked
 async def create_workflow(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
-    name: str,
-    description: str | None = None,
-    definition: Json | None = None,
+    name: Text,
+    description: Text | None = None,
+    definition: JsonParam | None = None,
 ) -> Workflow | None:
     """Create a workflow (counts toward the tier's workflow limit)."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
-            CREATE_WORKFLOW,
-            {"user_id": user_id, "name": name, "description": description, "definition": jsonb(definition)},
+            CREATE_WORKFLOW, {"user_id": user_id, "name": name, "description": description, "definition": definition}
         )
         row = await cur.fetchone()
     except psycopg.Error as exc:
@@ -474,8 +488,9 @@ select * from credit_transactions
 """
 
 
+@checked
 async def credit_history(
-    conn: AsyncConnection[Any], *, user_id: UUID, page_size: int, before_entry: int | None = None
+    conn: AsyncConnection[Any], *, user_id: UUID, page_size: Int8, before_entry: Int8 | None = None
 ) -> list[CreditTransaction]:
     """A user's ledger newest first, one page below entry number before_entry (NULL for the first page)."""
     try:
@@ -492,6 +507,7 @@ delete from datasets where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def delete_dataset(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> int:
     """Delete a dataset with its versions, profiles and ingestion runs (storage is released)."""
     try:
@@ -506,6 +522,7 @@ update models set is_deployed = true where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def deploy_model(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Model | None:
     """Start serving a model (deployed_at is stamped by the database)."""
     try:
@@ -524,13 +541,14 @@ returning *
 """
 
 
+@checked
 async def fail_job(
     conn: AsyncConnection[Any],
     *,
     id: UUID,
-    worker_id: str,
-    error_message: str | None = None,
-    error_traceback: str | None = None,
+    worker_id: Text,
+    error_message: Text | None = None,
+    error_traceback: Text | None = None,
 ) -> Job | None:
     """Worker: the job failed; its charge is refunded."""
     try:
@@ -550,7 +568,8 @@ select user_id_for_email(%(email)s)
 """
 
 
-async def find_user_id(conn: AsyncConnection[Any], *, email: str) -> UUID | None:
+@checked
+async def find_user_id(conn: AsyncConnection[Any], *, email: Text) -> UUID | None:
     """The id of the account with this e-mail address, in any case (for sign-in)."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
@@ -569,8 +588,9 @@ returning *
 """
 
 
+@checked
 async def finish_ingestion(
-    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, status: JobStatus, error_message: str | None = None
+    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, status: JobStatus, error_message: Text | None = None
 ) -> IngestionJob | None:
     """End a run as completed, failed or cancelled."""
     try:
@@ -595,6 +615,7 @@ returning p.*
 """
 
 
+@checked
 async def finish_tutorial(
     conn: AsyncConnection[Any], *, user_id: UUID, tutorial_id: UUID
 ) -> UserTutorialProgress | None:
@@ -613,6 +634,7 @@ select credit_balance from users where id = %(user_id)s
 """
 
 
+@checked
 async def get_balance(conn: AsyncConnection[Any], *, user_id: UUID) -> int | None:
     """The user's credit balance."""
     try:
@@ -629,6 +651,7 @@ select * from datasets where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def get_dataset(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Dataset | None:
     """One dataset of the user."""
     try:
@@ -645,6 +668,7 @@ select * from jobs where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def get_job(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Job | None:
     """One job of the user."""
     try:
@@ -661,6 +685,7 @@ select * from models where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def get_model(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Model | None:
     """One model of the user."""
     try:
@@ -677,6 +702,7 @@ select * from dataset_profiles where dataset_version_id = %(dataset_version_id)s
 """
 
 
+@checked
 async def get_profile(conn: AsyncConnection[Any], *, user_id: UUID, dataset_version_id: UUID) -> DatasetProfile | None:
     """The profile of a version."""
     try:
@@ -693,6 +719,7 @@ select * from workflow_snapshots where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def get_snapshot(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> WorkflowSnapshot | None:
     """One snapshot of the user."""
     try:
@@ -709,6 +736,7 @@ select * from users where id = %(id)s
 """
 
 
+@checked
 async def get_user(conn: AsyncConnection[Any], *, id: UUID) -> User | None:
     """One account by id."""
     try:
@@ -725,6 +753,7 @@ select * from workflows where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 async def get_workflow(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Workflow | None:
     """One workflow of the user, live or soft-deleted."""
     try:
@@ -741,7 +770,8 @@ select heartbeat_job(%(id)s, %(worker_id)s)
 """
 
 
-async def heartbeat(conn: AsyncConnection[Any], *, id: UUID, worker_id: str) -> bool | None:
+@checked
+async def heartbeat(conn: AsyncConnection[Any], *, id: UUID, worker_id: Text) -> bool | None:
     """Worker: report the job alive; NULL means it is no longer this worker's to run."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
@@ -767,6 +797,7 @@ select rank() over (order by case when e.metric_goal = 'maximize' then (r.metric
 """
 
 
+@checked
 async def leaderboard(conn: AsyncConnection[Any], *, user_id: UUID, experiment_id: UUID) -> list[LeaderboardRow]:
     """The experiment's runs ranked by its primary metric (best first; runs without it last)."""
     try:
@@ -790,6 +821,7 @@ select d.id, d.name, d.description, d.problem_type, d.target_column, d.current_v
 """
 
 
+@checked
 async def list_datasets(conn: AsyncConnection[Any], *, user_id: UUID) -> list[ListDatasetsRow]:
     """A user's datasets newest first, each with its current version's state."""
     try:
@@ -806,6 +838,7 @@ select * from experiments where user_id = %(user_id)s order by created_at desc, 
 """
 
 
+@checked
 async def list_experiments(conn: AsyncConnection[Any], *, user_id: UUID) -> list[Experiment]:
     """A user's experiments, newest first."""
     try:
@@ -824,6 +857,7 @@ select * from ingestion_jobs
 """
 
 
+@checked
 async def list_ingestion_jobs(
     conn: AsyncConnection[Any], *, user_id: UUID, dataset_version_id: UUID
 ) -> list[IngestionJob]:
@@ -842,6 +876,7 @@ select * from job_nodes where job_id = %(job_id)s and user_id = %(user_id)s orde
 """
 
 
+@checked
 async def list_job_nodes(conn: AsyncConnection[Any], *, user_id: UUID, job_id: UUID) -> list[JobNode]:
     """The nodes of a job, in the order they were created."""
     try:
@@ -863,12 +898,13 @@ select * from jobs
 """
 
 
+@checked
 async def list_jobs(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
-    page_size: int,
-    before_created_at: datetime | None = None,
+    page_size: Int8,
+    before_created_at: AwareDatetime | None = None,
     before_id: UUID | None = None,
 ) -> list[Job]:
     """A user's jobs newest first, one page after the (created_at, id) key of the previous page's last row."""
@@ -894,6 +930,7 @@ select * from models where user_id = %(user_id)s order by created_at desc, id de
 """
 
 
+@checked
 async def list_models(conn: AsyncConnection[Any], *, user_id: UUID) -> list[Model]:
     """A user's models, newest first."""
     try:
@@ -910,6 +947,7 @@ select * from tutorials where is_published order by sort_order, title
 """
 
 
+@checked
 async def list_published_tutorials(conn: AsyncConnection[Any]) -> list[Tutorial]:
     """The published catalogue in display order."""
     try:
@@ -928,6 +966,7 @@ select * from dataset_versions
 """
 
 
+@checked
 async def list_versions(conn: AsyncConnection[Any], *, user_id: UUID, dataset_id: UUID) -> list[DatasetVersion]:
     """A dataset's versions, newest first."""
     try:
@@ -946,6 +985,7 @@ select * from workflows
 """
 
 
+@checked
 async def list_workflows(conn: AsyncConnection[Any], *, user_id: UUID) -> list[Workflow]:
     """A user's live workflows, newest first."""
     try:
@@ -966,16 +1006,17 @@ returning *
 """
 
 
+@checked
 async def mark_version_completed(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
     id: UUID,
-    s3_path: str,
-    parquet_size_bytes: int,
-    row_count: int,
-    column_count: int,
-    columns_metadata: Json | None = None,
+    s3_path: Text,
+    parquet_size_bytes: Int8,
+    row_count: Int4,
+    column_count: Int4,
+    columns_metadata: JsonParam | None = None,
 ) -> DatasetVersion | None:
     """The version is converted: its Parquet file, sizes, counts and column metadata."""
     try:
@@ -989,7 +1030,7 @@ async def mark_version_completed(
                 "parquet_size_bytes": parquet_size_bytes,
                 "row_count": row_count,
                 "column_count": column_count,
-                "columns_metadata": jsonb(columns_metadata),
+                "columns_metadata": columns_metadata,
             },
         )
         row = await cur.fetchone()
@@ -1005,8 +1046,9 @@ returning *
 """
 
 
+@checked
 async def mark_version_failed(
-    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, error_message: str | None = None
+    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, error_message: Text | None = None
 ) -> DatasetVersion | None:
     """The version could not be processed."""
     try:
@@ -1023,6 +1065,7 @@ update dataset_versions set status = 'processing' where id = %(id)s and user_id 
 """
 
 
+@checked
 async def mark_version_processing(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> DatasetVersion | None:
     """The version's file is being converted."""
     try:
@@ -1041,6 +1084,7 @@ select * from credit_packages
 """
 
 
+@checked
 async def packages_for_tier(conn: AsyncConnection[Any], *, tier: UserTier) -> list[CreditPackage]:
     """Active packages the tier may buy, smallest first."""
     try:
@@ -1059,7 +1103,7 @@ with offer as (
       join users u on u.id = %(user_id)s
      where p.id = %(package_id)s and credit_package_on_sale(p.tier_restriction, p.is_active, u.tier)
 ), done as (
-    select * from credit_transactions where stripe_payment_id = %(stripe_payment_id)s
+    select * from credit_transactions where stripe_payment_id = %(stripe_payment_id)s and user_id = %(user_id)s
 ), posted as (
     insert into credit_transactions (user_id, type, amount, description, package_id, stripe_payment_id)
     select %(user_id)s, 'purchase', offer.credits, 'purchase: ' || offer.name, offer.id, %(stripe_payment_id)s
@@ -1069,14 +1113,15 @@ with offer as (
 )
 select * from posted
 union all
-select * from done where done.user_id = %(user_id)s
+select * from done
 """
 
 
+@checked
 async def purchase_credits(
-    conn: AsyncConnection[Any], *, user_id: UUID, package_id: UUID, stripe_payment_id: str
+    conn: AsyncConnection[Any], *, user_id: UUID, package_id: UUID, stripe_payment_id: Text
 ) -> CreditTransaction | None:
-    """Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry."""
+    """Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry (AlreadyExists if it credited another account)."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
@@ -1093,6 +1138,7 @@ select item, removed from purge_soft_deleted(coalesce(%(retention)s::interval, '
 """
 
 
+@checked
 async def purge_soft_deleted(
     conn: AsyncConnection[Any], *, retention: timedelta | None = None
 ) -> list[PurgeSoftDeletedRow]:
@@ -1111,6 +1157,7 @@ update jobs set status = 'queued' where id = %(id)s and user_id = %(user_id)s re
 """
 
 
+@checked
 async def queue_job(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Job | None:
     """Put a pending job in the queue; its cost is charged in the same statement."""
     try:
@@ -1130,17 +1177,18 @@ returning *
 """
 
 
+@checked
 async def register_model(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
     job_id: UUID,
-    name: str,
-    algorithm: str | None = None,
+    name: Text,
+    algorithm: Text | None = None,
     problem_type: ProblemType | None = None,
-    metrics: Json | None = None,
-    hyperparameters: Json | None = None,
-    s3_path: str | None = None,
+    metrics: JsonParam | None = None,
+    hyperparameters: JsonParam | None = None,
+    s3_path: Text | None = None,
 ) -> Model | None:
     """Record a model a job of the user trained (counts toward the tier's model limit)."""
     try:
@@ -1153,8 +1201,8 @@ async def register_model(
                 "name": name,
                 "algorithm": algorithm,
                 "problem_type": problem_type,
-                "metrics": jsonb(metrics),
-                "hyperparameters": jsonb(hyperparameters),
+                "metrics": metrics,
+                "hyperparameters": hyperparameters,
                 "s3_path": s3_path,
             },
         )
@@ -1169,7 +1217,8 @@ update datasets set name = %(name)s where id = %(id)s and user_id = %(user_id)s 
 """
 
 
-async def rename_dataset(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, name: str) -> Dataset | None:
+@checked
+async def rename_dataset(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, name: Text) -> Dataset | None:
     """Give a dataset a new name."""
     try:
         cur = conn.cursor(row_factory=dict_row)
@@ -1190,15 +1239,16 @@ returning *
 """
 
 
+@checked
 async def report_ingestion_progress(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
     id: UUID,
-    progress_percent: int,
-    stage: str | None = None,
-    rows_processed: int | None = None,
-    bytes_processed: int | None = None,
+    progress_percent: Int2,
+    stage: Text | None = None,
+    rows_processed: Int8 | None = None,
+    bytes_processed: Int8 | None = None,
 ) -> IngestionJob | None:
     """Progress of a running ingestion; also a heartbeat."""
     try:
@@ -1225,6 +1275,7 @@ select job_id, action from rescue_stalled_jobs(coalesce(%(stalled_after)s::inter
 """
 
 
+@checked
 async def rescue_stalled_jobs(
     conn: AsyncConnection[Any], *, stalled_after: timedelta | None = None
 ) -> list[RescueStalledJobsRow]:
@@ -1243,6 +1294,7 @@ update users set is_deleted = false where id = %(id)s and purged_at is null retu
 """
 
 
+@checked
 async def restore_user(conn: AsyncConnection[Any], *, id: UUID) -> User | None:
     """Reopen a closed account that has not been purged yet."""
     try:
@@ -1259,6 +1311,7 @@ update workflows set is_deleted = false where id = %(id)s and user_id = %(user_i
 """
 
 
+@checked
 async def restore_workflow(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Workflow | None:
     """Bring a soft-deleted workflow back (counts toward the limit again)."""
     try:
@@ -1279,6 +1332,7 @@ select c.relname::text as table_name
 """
 
 
+@checked
 async def schema_tables(conn: AsyncConnection[Any]) -> list[SchemaTablesRow]:
     """Names of the schema's tables (yoyo's bookkeeping left out), for summaries."""
     try:
@@ -1318,6 +1372,7 @@ on conflict (slug) do nothing
 """
 
 
+@checked
 async def seed_reference_data(conn: AsyncConnection[Any]) -> None:
     """Insert the standard credit packages and starter tutorials; rows that exist are left alone."""
     try:
@@ -1333,6 +1388,7 @@ returning *
 """
 
 
+@checked
 async def set_current_version(
     conn: AsyncConnection[Any], *, user_id: UUID, dataset_id: UUID, version_id: UUID
 ) -> Dataset | None:
@@ -1354,14 +1410,15 @@ returning *
 """
 
 
+@checked
 async def set_node_status(
     conn: AsyncConnection[Any],
     *,
     job_id: UUID,
-    node_id: str,
+    node_id: Text,
     status: NodeStatus,
-    output_data: Json | None = None,
-    error_message: str | None = None,
+    output_data: JsonParam | None = None,
+    error_message: Text | None = None,
 ) -> JobNode | None:
     """Worker: move one node of a running job (pending -> running -> success | failed)."""
     try:
@@ -1372,7 +1429,7 @@ async def set_node_status(
                 "job_id": job_id,
                 "node_id": node_id,
                 "status": status,
-                "output_data": jsonb(output_data),
+                "output_data": output_data,
                 "error_message": error_message,
             },
         )
@@ -1387,7 +1444,8 @@ select user_id_for_oauth(%(oauth_provider)s, %(oauth_id)s)
 """
 
 
-async def sign_in_oauth(conn: AsyncConnection[Any], *, oauth_provider: OauthProvider, oauth_id: str) -> UUID | None:
+@checked
+async def sign_in_oauth(conn: AsyncConnection[Any], *, oauth_provider: OauthProvider, oauth_id: Text) -> UUID | None:
     """The id of the account of an OAuth identity, or None (then sign up under a new id)."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
@@ -1405,7 +1463,8 @@ returning *
 """
 
 
-async def sign_up(conn: AsyncConnection[Any], *, email: str, full_name: str | None = None) -> User | None:
+@checked
+async def sign_up(conn: AsyncConnection[Any], *, email: Text, full_name: Text | None = None) -> User | None:
     """Create an e-mail account (free tier, no credits) under the id the transaction acts for."""
     try:
         cur = conn.cursor(row_factory=dict_row)
@@ -1423,13 +1482,14 @@ returning *
 """
 
 
+@checked
 async def sign_up_oauth(
     conn: AsyncConnection[Any],
     *,
-    email: str,
+    email: Text,
     oauth_provider: OauthProvider,
-    oauth_id: str,
-    full_name: str | None = None,
+    oauth_id: Text,
+    full_name: Text | None = None,
 ) -> User | None:
     """Create an OAuth account (verified: the provider vouches for the e-mail) under the id the transaction acts for."""
     try:
@@ -1453,6 +1513,7 @@ returning *
 """
 
 
+@checked
 async def snapshot_workflow(conn: AsyncConnection[Any], *, user_id: UUID, workflow_id: UUID) -> WorkflowSnapshot | None:
     """Freeze the current graph of a live workflow for execution."""
     try:
@@ -1469,6 +1530,7 @@ update users set is_deleted = true where id = %(id)s and purged_at is null retur
 """
 
 
+@checked
 async def soft_delete_user(conn: AsyncConnection[Any], *, id: UUID) -> User | None:
     """Close the account; it stays restorable until the retention purge."""
     try:
@@ -1485,6 +1547,7 @@ update workflows set is_deleted = true where id = %(id)s and user_id = %(user_id
 """
 
 
+@checked
 async def soft_delete_workflow(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Workflow | None:
     """Hide a workflow; it is purged after the retention period unless restored."""
     try:
@@ -1503,8 +1566,9 @@ returning *
 """
 
 
+@checked
 async def start_ingestion(
-    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, worker_id: str
+    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, worker_id: Text
 ) -> IngestionJob | None:
     """A worker starts an attempt at the run."""
     try:
@@ -1524,6 +1588,7 @@ returning *
 """
 
 
+@checked
 async def start_tutorial(
     conn: AsyncConnection[Any], *, user_id: UUID, tutorial_id: UUID
 ) -> UserTutorialProgress | None:
@@ -1556,21 +1621,22 @@ returning *
 """
 
 
+@checked
 async def store_profile(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
     dataset_version_id: UUID,
-    row_count: int | None = None,
-    column_count: int | None = None,
-    missing_cells: int | None = None,
-    duplicate_rows: int | None = None,
-    memory_bytes: int | None = None,
-    columns: Json | None = None,
-    correlations: Json | None = None,
-    alerts: Json | None = None,
-    profiler_version: str | None = None,
-    duration_ms: int | None = None,
+    row_count: Int8 | None = None,
+    column_count: Int4 | None = None,
+    missing_cells: Int8 | None = None,
+    duplicate_rows: Int8 | None = None,
+    memory_bytes: Int8 | None = None,
+    columns: JsonParam | None = None,
+    correlations: JsonParam | None = None,
+    alerts: JsonParam | None = None,
+    profiler_version: Text | None = None,
+    duration_ms: Int4 | None = None,
 ) -> DatasetProfile | None:
     """Store (or replace) the statistical profile of a version."""
     try:
@@ -1585,9 +1651,9 @@ async def store_profile(
                 "missing_cells": missing_cells,
                 "duplicate_rows": duplicate_rows,
                 "memory_bytes": memory_bytes,
-                "columns": jsonb(columns),
-                "correlations": jsonb(correlations),
-                "alerts": jsonb(alerts),
+                "columns": columns,
+                "correlations": correlations,
+                "alerts": alerts,
                 "profiler_version": profiler_version,
                 "duration_ms": duration_ms,
             },
@@ -1617,14 +1683,15 @@ select * from job
 """
 
 
+@checked
 async def submit_job(
     conn: AsyncConnection[Any],
     *,
     user_id: UUID,
     workflow_snapshot_id: UUID,
-    credit_cost: int,
-    priority: int | None = None,
-    idempotency_key: str | None = None,
+    credit_cost: Int4,
+    priority: Int4 | None = None,
+    idempotency_key: Text | None = None,
 ) -> Job | None:
     """Queue a job for a snapshot and charge its cost, atomically; one pending node row per graph node."""
     try:
@@ -1650,6 +1717,7 @@ update models set is_deployed = false where id = %(id)s and user_id = %(user_id)
 """
 
 
+@checked
 async def undeploy_model(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Model | None:
     """Stop serving a model."""
     try:
@@ -1668,13 +1736,14 @@ returning *
 """
 
 
+@checked
 async def update_workflow_definition(
-    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, definition: Json
+    conn: AsyncConnection[Any], *, user_id: UUID, id: UUID, definition: JsonParam
 ) -> Workflow | None:
     """Replace the graph of a live workflow."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(UPDATE_WORKFLOW_DEFINITION, {"user_id": user_id, "id": id, "definition": jsonb(definition)})
+        await cur.execute(UPDATE_WORKFLOW_DEFINITION, {"user_id": user_id, "id": id, "definition": definition})
         row = await cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
@@ -1691,6 +1760,7 @@ select t.id as tutorial_id, t.slug, t.title, t.step_count, cardinality(p.complet
 """
 
 
+@checked
 async def user_progress(conn: AsyncConnection[Any], *, user_id: UUID) -> list[UserProgressRow]:
     """A learner's tutorials with steps done out of total."""
     try:
@@ -1707,6 +1777,7 @@ update users set email_verified = true where id = %(id)s returning *
 """
 
 
+@checked
 async def verify_email(conn: AsyncConnection[Any], *, id: UUID) -> User | None:
     """Mark the account's e-mail address as verified."""
     try:

@@ -48,6 +48,10 @@ SCALARS = {
     "numeric": "Decimal", "timestamptz": "datetime", "timestamp": "datetime", "date": "date",
     "interval": "timedelta", "jsonb": "Json", "json": "Json", "bytea": "bytes",
 }
+# Parameters are typed more narrowly than result columns: checked by automl_db.runtime.checked.
+PARAMETER_SCALARS = {**SCALARS, "text": "Text", "varchar": "Text", "bpchar": "Text", "name": "Text",
+                     "int2": "Int2", "int4": "Int4", "int8": "Int8", "timestamptz": "AwareDatetime",
+                     "jsonb": "JsonParam", "json": "JsonParam"}
 IRREGULAR_SINGULAR = {"user_tutorial_progress": "UserTutorialProgress"}
 
 
@@ -79,7 +83,6 @@ class Query:
     sql: str
     params: list[str]
     param_types: dict[str, str] = field(default_factory=dict)
-    param_json: set[str] = field(default_factory=set)
     optional: set[str] = field(default_factory=set)
     columns: list[Column] = field(default_factory=list)
     row_model: str | None = None
@@ -131,7 +134,7 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
 
 
 def python_type(catalog: Catalog, oid: int, table: str | None = None, column: str | None = None) -> tuple[str, bool]:
-    """(annotation, is_json) for a type oid; a JSON column with a known shape gets its model."""
+    """(annotation, is_json) of a result column's type oid; a JSON column with a known shape gets its model."""
     pg = catalog.types[oid]
     if pg.kind == "d":
         return python_type(catalog, pg.base, table, column)
@@ -145,6 +148,20 @@ def python_type(catalog: Catalog, oid: int, table: str | None = None, column: st
     if pg.name not in SCALARS:
         raise CodegenError(f"no Python type for PostgreSQL type {pg.name}")
     return SCALARS[pg.name], False
+
+
+def parameter_type(catalog: Catalog, oid: int) -> str:
+    """The annotation of a parameter's type oid: the checked types of automl_db.runtime."""
+    pg = catalog.types[oid]
+    if pg.kind == "d":
+        return parameter_type(catalog, pg.base)
+    if pg.kind == "e":
+        return camel(pg.name)
+    if pg.element:
+        return f"list[{parameter_type(catalog, pg.element)}]"
+    if pg.name not in PARAMETER_SCALARS:
+        raise CodegenError(f"no Python type for PostgreSQL type {pg.name}")
+    return PARAMETER_SCALARS[pg.name]
 
 
 def directives(doc: str) -> tuple[str, dict[str, set[str]]]:
@@ -191,9 +208,7 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query,
         oid = described.param_type(i)
         if oid not in catalog.types:
             raise CodegenError(f"query {query.name}: parameter {name} has no type (add a cast)")
-        query.param_types[name], is_json = python_type(catalog, oid)
-        if is_json:
-            query.param_json.add(name)
+        query.param_types[name] = parameter_type(catalog, oid)
     for name in query.params:
         query.param_types.setdefault(name, "object")  # declared but unused: accepted, ignored
     query.optional = marks["optional"]
@@ -246,11 +261,11 @@ def model_field(column: Column) -> str:
 
 def render_rows(catalog: Catalog, queries: list[Query]) -> str:
     out = [HEADER, "from datetime import date, datetime, timedelta", "from decimal import Decimal",
-           "from enum import StrEnum", "from uuid import UUID", "",
-           "from automl_db.runtime import Row", "from automl_db.shapes import Json, Metrics, WorkflowGraph", "",
+           "from uuid import UUID", "",
+           "from automl_db.runtime import Label, Row", "from automl_db.shapes import Json, Metrics, WorkflowGraph", "",
            '__all__ = ["Decimal", "Row", "date", "timedelta"]  # re-exported for the generated query modules', ""]
     for enum, labels in sorted(catalog.enums.items()):
-        out += ["", f"class {camel(enum)}(StrEnum):", f'    """PostgreSQL enum {enum}."""', ""]
+        out += ["", f"class {camel(enum)}(Label):", f'    """PostgreSQL enum {enum}."""', ""]
         out += [f'    {label.upper()} = "{label}"' for label in labels]
         out.append("")
     for table, columns in sorted(catalog.tables.items()):
@@ -288,12 +303,13 @@ def render_queries(catalog: Catalog, queries: list[Query], asynchronous: bool) -
     out = [HEADER, "from datetime import datetime, timedelta", "from typing import Any", "from uuid import UUID", "",
            "import psycopg",
            f"from psycopg import {'AsyncConnection' if asynchronous else 'Connection'}",
-           "from psycopg.rows import dict_row", "from pydantic import TypeAdapter", "",
+           "from psycopg.rows import dict_row", "from pydantic import AwareDatetime, TypeAdapter", "",
            "from automl_db.errors import translate",
            "from automl_db.rows import (", *[f"    {name}," for name in sorted(set(models) | set(enums))], ")",
-           "from automl_db.runtime import jsonb, scalar_row",
+           "from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row",
            "from automl_db.shapes import Json, Metrics, WorkflowGraph", "",
-           '__all__ = ["Json", "Metrics", "WorkflowGraph", "datetime", "timedelta"]', "",
+           '__all__ = ["Int2", "Int4", "Int8", "Json", "JsonParam", "Metrics", "Text", "WorkflowGraph", "datetime",',
+           '           "timedelta"]', "",
            "# A list is validated in one call: cheaper than one model_validate per row.",
            *[f"_{name.upper()}_LIST = TypeAdapter(list[{name}])" for name in listed], ""]
     aw = "await " if asynchronous else ""
@@ -315,9 +331,9 @@ def render_queries(catalog: Catalog, queries: list[Query], asynchronous: bool) -
             returns = f"list[{query.row_model}]"
         else:
             raise CodegenError(f"query {query.name}: operator {op.name} is not supported")
-        out += ["", f"{'async ' if asynchronous else ''}def {query.name}({args}) -> {returns}:",
+        out += ["", "@checked", f"{'async ' if asynchronous else ''}def {query.name}({args}) -> {returns}:",
                 f'    """{query.doc}"""']
-        values = ", ".join(f'"{p}": jsonb({p})' if p in query.param_json else f'"{p}": {p}' for p in query.params)
+        values = ", ".join(f'"{p}": {p}' for p in query.params)
         bind = f"{{{values}}}" if query.params else "None"
         factory = {SQLOperationType.SELECT_VALUE: "scalar_row", SQLOperationType.SELECT_ONE: "dict_row",
                    SQLOperationType.SELECT: "dict_row"}.get(op)

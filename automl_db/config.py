@@ -24,8 +24,12 @@ class Settings:
     pool_max_size: int = 30
     #: Seconds a caller waits for a free connection before PoolTimeout.
     pool_timeout: float = 30.0
-    #: Server-side limit for one statement, in milliseconds (0: none).
+    #: Server-side limit for one statement, in milliseconds (0: none). Set inside each transaction,
+    #: so it also holds behind a transaction pooler.
     statement_timeout_ms: int = 0
+    #: Executions of a statement before psycopg prepares it on the server; None: never (behind a
+    #: transaction pooler that does not track prepared statements, such as PgBouncer before 1.21).
+    prepare_threshold: int | None = 5
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -41,4 +45,11 @@ class Settings:
             pool_max_size=int(env.get("AUTOML_DB_POOL_MAX_SIZE", defaults.pool_max_size)),
             pool_timeout=float(env.get("AUTOML_DB_POOL_TIMEOUT", defaults.pool_timeout)),
             statement_timeout_ms=int(env.get("AUTOML_DB_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms)),
+            prepare_threshold=_threshold(env.get("AUTOML_DB_PREPARE_THRESHOLD"), defaults.prepare_threshold),
         )
+
+
+def _threshold(value: str | None, default: int | None) -> int | None:
+    if value is None or value == "":
+        return default
+    return None if value.strip().lower() == "none" else int(value)

@@ -157,11 +157,11 @@ def story(db: Database, workers: Database, billing: Database) -> None:
         q.update_workflow_definition(conn, user_id=uid, id=workflow.id, definition=third)
     third_job, boosting = run_job(db, workers, uid, workflow.id, "worker-1", algorithm="gradient_boosting",
                                   metrics={"f1": 0.84, "accuracy": 0.87})
-    with db.transaction(user_id=uid) as conn:
-        try:
+    try:
+        with db.transaction(user_id=uid) as conn:
             q.cancel_job(conn, user_id=uid, id=first_job)
-        except InvalidTransition as exc:
-            refused = f"{type(exc).__name__} ({exc.sqlstate}, {exc.constraint})"
+    except InvalidTransition as exc:
+        refused = f"{type(exc).__name__} ({exc.sqlstate}, {exc.constraint})"
     with db.transaction(user_id=uid) as conn:
         jobs = q.list_jobs(conn, user_id=uid, page_size=10)
         nodes = q.list_job_nodes(conn, user_id=uid, job_id=failed_job)

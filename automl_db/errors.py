@@ -36,7 +36,13 @@ class QueryError(AutomlDbError):
 
 
 class InvalidInput(QueryError):
-    """The row breaks a shape or value rule (CHECK, NOT NULL, bad enum label, bad format)."""
+    """The row breaks a shape or value rule (CHECK, NOT NULL, bad enum label, bad format), or an
+    argument was refused before it reached the server (then `parameter` names it and nothing ran)."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, constraint: str | None = None,
+                 parameter: str | None = None) -> None:
+        super().__init__(message, sqlstate=sqlstate, constraint=constraint)
+        self.parameter = parameter
 
 
 class NotFound(QueryError):
@@ -81,6 +87,17 @@ class Retryable(QueryError):
 
 class PoolTimeout(Retryable):
     """No connection became free within the pool's timeout."""
+
+
+class CommitOutcomeUnknown(AutomlDbError):
+    """The connection was lost while the transaction committed: it may or may not have committed.
+    Not Retryable: retry only what is idempotent (a purchase by its payment id, a job by its
+    idempotency key); `Database.run(..., idempotent=True)` does that."""
+
+
+class TransactionFailed(QueryError):
+    """A statement inside the transaction failed and the error was caught, so the transaction is
+    aborted: nothing of it can commit. Raised at the end of `transaction()`, which rolls back."""
 
 
 _BY_SQLSTATE: dict[str, type[QueryError]] = {

@@ -7,7 +7,7 @@ from uuid import UUID
 import psycopg
 from psycopg import Connection
 from psycopg.rows import dict_row
-from pydantic import TypeAdapter
+from pydantic import AwareDatetime, TypeAdapter
 
 from automl_db.errors import translate
 from automl_db.rows import (
@@ -43,10 +43,10 @@ from automl_db.rows import (
     Workflow,
     WorkflowSnapshot,
 )
-from automl_db.runtime import jsonb, scalar_row
+from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row
 from automl_db.shapes import Json, Metrics, WorkflowGraph
 
-__all__ = ["Json", "Metrics", "WorkflowGraph", "datetime", "timedelta"]
+__all__ = ["Int2", "Int4", "Int8", "Json", "JsonParam", "Metrics", "Text", "WorkflowGraph", "datetime", "timedelta"]
 
 # A list is validated in one call: cheaper than one model_validate per row.
 _BESTMODELPEREXPERIMENTROW_LIST = TypeAdapter(list[BestModelPerExperimentRow])
@@ -77,6 +77,7 @@ returning *
 """
 
 
+@checked
 def add_run(
     conn: Connection[Any],
     *,
@@ -84,9 +85,9 @@ def add_run(
     experiment_id: UUID,
     job_id: UUID | None = None,
     model_id: UUID | None = None,
-    run_name: str | None = None,
-    params: Json | None = None,
-    metrics: Json | None = None,
+    run_name: Text | None = None,
+    params: JsonParam | None = None,
+    metrics: JsonParam | None = None,
 ) -> ExperimentRun | None:
     """Record a run of the experiment: its job and/or model, parameters and final metrics."""
     try:
@@ -99,8 +100,8 @@ def add_run(
                 "job_id": job_id,
                 "model_id": model_id,
                 "run_name": run_name,
-                "params": jsonb(params),
-                "metrics": jsonb(metrics),
+                "params": params,
+                "metrics": metrics,
             },
         )
         row = cur.fetchone()
@@ -118,17 +119,18 @@ returning *
 """
 
 
+@checked
 def add_version(
     conn: Connection[Any],
     *,
     user_id: UUID,
     dataset_id: UUID,
-    original_size_bytes: int,
+    original_size_bytes: Int8,
     upload_id: UUID | None = None,
-    original_filename: str | None = None,
+    original_filename: Text | None = None,
     original_format: FileFormat | None = None,
-    version_label: str | None = None,
-    content_sha256: str | None = None,
+    version_label: Text | None = None,
+    content_sha256: Text | None = None,
 ) -> DatasetVersion | None:
     """Record an upload as the dataset's next version (numbered by the database, storage quota enforced)."""
     try:
@@ -159,8 +161,9 @@ returning *
 """
 
 
+@checked
 def adjust_credits(
-    conn: Connection[Any], *, user_id: UUID, amount: int, description: str | None = None
+    conn: Connection[Any], *, user_id: UUID, amount: Int4, description: Text | None = None
 ) -> CreditTransaction | None:
     """Billing: a manual correction, positive or negative (never below zero)."""
     try:
@@ -188,6 +191,7 @@ select distinct on (e.id)
 """
 
 
+@checked
 def best_model_per_experiment(conn: Connection[Any], *, user_id: UUID) -> list[BestModelPerExperimentRow]:
     """For each of the user's experiments, the run whose model scores best on the primary metric."""
     try:
@@ -204,6 +208,7 @@ update jobs set status = 'cancelled' where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def cancel_job(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Job | None:
     """Cancel a pending, queued or running job; a charged job is refunded."""
     try:
@@ -220,6 +225,7 @@ update users set tier = %(tier)s where id = %(id)s returning *
 """
 
 
+@checked
 def change_tier(conn: Connection[Any], *, id: UUID, tier: UserTier) -> User | None:
     """Billing: move an account to another tier (its limits apply to the next write)."""
     try:
@@ -236,6 +242,7 @@ select invariant, subject, detail from check_integrity()
 """
 
 
+@checked
 def check_integrity(conn: Connection[Any]) -> list[CheckIntegrityRow]:
     """Every broken invariant, one row each (none on a healthy database)."""
     try:
@@ -252,7 +259,8 @@ select * from claim_jobs(%(worker_id)s, 1)
 """
 
 
-def claim_job(conn: Connection[Any], *, worker_id: str) -> Job | None:
+@checked
+def claim_job(conn: Connection[Any], *, worker_id: Text) -> Job | None:
     """Worker: take the most urgent queued job (highest priority, then oldest) and mark it running."""
     try:
         cur = conn.cursor(row_factory=dict_row)
@@ -270,11 +278,12 @@ returning *
 """
 
 
-def complete_job(conn: Connection[Any], *, id: UUID, worker_id: str, results: Json | None = None) -> Job | None:
+@checked
+def complete_job(conn: Connection[Any], *, id: UUID, worker_id: Text, results: JsonParam | None = None) -> Job | None:
     """Worker: the job finished; it keeps its charge."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(COMPLETE_JOB, {"id": id, "worker_id": worker_id, "results": jsonb(results)})
+        cur.execute(COMPLETE_JOB, {"id": id, "worker_id": worker_id, "results": results})
         row = cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
@@ -297,8 +306,9 @@ returning p.*
 """
 
 
+@checked
 def complete_step(
-    conn: Connection[Any], *, user_id: UUID, tutorial_id: UUID, step_id: str
+    conn: Connection[Any], *, user_id: UUID, tutorial_id: UUID, step_id: Text
 ) -> UserTutorialProgress | None:
     """Mark a step of the tutorial done (once) and move the learner past it."""
     try:
@@ -317,14 +327,15 @@ returning *
 """
 
 
+@checked
 def create_dataset(
     conn: Connection[Any],
     *,
     user_id: UUID,
-    name: str,
-    description: str | None = None,
+    name: Text,
+    description: Text | None = None,
     problem_type: ProblemType | None = None,
-    target_column: str | None = None,
+    target_column: Text | None = None,
 ) -> Dataset | None:
     """Create an empty dataset (counts toward the tier's dataset limit)."""
     try:
@@ -353,15 +364,16 @@ returning *
 """
 
 
+@checked
 def create_experiment(
     conn: Connection[Any],
     *,
     user_id: UUID,
-    name: str,
-    description: str | None = None,
+    name: Text,
+    description: Text | None = None,
     dataset_id: UUID | None = None,
     problem_type: ProblemType | None = None,
-    primary_metric: str | None = None,
+    primary_metric: Text | None = None,
     metric_goal: MetricGoal | None = None,
 ) -> Experiment | None:
     """Create an experiment ranking runs by primary_metric (maximize or minimize)."""
@@ -390,6 +402,7 @@ insert into ingestion_jobs (user_id, dataset_version_id) values (%(user_id)s, %(
 """
 
 
+@checked
 def create_ingestion_job(conn: Connection[Any], *, user_id: UUID, dataset_version_id: UUID) -> IngestionJob | None:
     """Request processing of an uploaded version."""
     try:
@@ -408,8 +421,9 @@ returning *
 """
 
 
+@checked
 def create_pending_job(
-    conn: Connection[Any], *, user_id: UUID, workflow_snapshot_id: UUID, credit_cost: int, priority: int | None = None
+    conn: Connection[Any], *, user_id: UUID, workflow_snapshot_id: UUID, credit_cost: Int4, priority: Int4 | None = None
 ) -> Job | None:
     """Create a job without queueing it (no charge until queue_job)."""
     try:
@@ -436,15 +450,20 @@ returning *
 """
 
 
+@checked
 def create_workflow(
-    conn: Connection[Any], *, user_id: UUID, name: str, description: str | None = None, definition: Json | None = None
+    conn: Connection[Any],
+    *,
+    user_id: UUID,
+    name: Text,
+    description: Text | None = None,
+    definition: JsonParam | None = None,
 ) -> Workflow | None:
     """Create a workflow (counts toward the tier's workflow limit)."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(
-            CREATE_WORKFLOW,
-            {"user_id": user_id, "name": name, "description": description, "definition": jsonb(definition)},
+            CREATE_WORKFLOW, {"user_id": user_id, "name": name, "description": description, "definition": definition}
         )
         row = cur.fetchone()
     except psycopg.Error as exc:
@@ -460,8 +479,9 @@ select * from credit_transactions
 """
 
 
+@checked
 def credit_history(
-    conn: Connection[Any], *, user_id: UUID, page_size: int, before_entry: int | None = None
+    conn: Connection[Any], *, user_id: UUID, page_size: Int8, before_entry: Int8 | None = None
 ) -> list[CreditTransaction]:
     """A user's ledger newest first, one page below entry number before_entry (NULL for the first page)."""
     try:
@@ -478,6 +498,7 @@ delete from datasets where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def delete_dataset(conn: Connection[Any], *, user_id: UUID, id: UUID) -> int:
     """Delete a dataset with its versions, profiles and ingestion runs (storage is released)."""
     try:
@@ -492,6 +513,7 @@ update models set is_deployed = true where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def deploy_model(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Model | None:
     """Start serving a model (deployed_at is stamped by the database)."""
     try:
@@ -510,13 +532,14 @@ returning *
 """
 
 
+@checked
 def fail_job(
     conn: Connection[Any],
     *,
     id: UUID,
-    worker_id: str,
-    error_message: str | None = None,
-    error_traceback: str | None = None,
+    worker_id: Text,
+    error_message: Text | None = None,
+    error_traceback: Text | None = None,
 ) -> Job | None:
     """Worker: the job failed; its charge is refunded."""
     try:
@@ -536,7 +559,8 @@ select user_id_for_email(%(email)s)
 """
 
 
-def find_user_id(conn: Connection[Any], *, email: str) -> UUID | None:
+@checked
+def find_user_id(conn: Connection[Any], *, email: Text) -> UUID | None:
     """The id of the account with this e-mail address, in any case (for sign-in)."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
@@ -555,8 +579,9 @@ returning *
 """
 
 
+@checked
 def finish_ingestion(
-    conn: Connection[Any], *, user_id: UUID, id: UUID, status: JobStatus, error_message: str | None = None
+    conn: Connection[Any], *, user_id: UUID, id: UUID, status: JobStatus, error_message: Text | None = None
 ) -> IngestionJob | None:
     """End a run as completed, failed or cancelled."""
     try:
@@ -579,6 +604,7 @@ returning p.*
 """
 
 
+@checked
 def finish_tutorial(conn: Connection[Any], *, user_id: UUID, tutorial_id: UUID) -> UserTutorialProgress | None:
     """Mark the tutorial finished once every step is done."""
     try:
@@ -595,6 +621,7 @@ select credit_balance from users where id = %(user_id)s
 """
 
 
+@checked
 def get_balance(conn: Connection[Any], *, user_id: UUID) -> int | None:
     """The user's credit balance."""
     try:
@@ -611,6 +638,7 @@ select * from datasets where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def get_dataset(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Dataset | None:
     """One dataset of the user."""
     try:
@@ -627,6 +655,7 @@ select * from jobs where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def get_job(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Job | None:
     """One job of the user."""
     try:
@@ -643,6 +672,7 @@ select * from models where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def get_model(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Model | None:
     """One model of the user."""
     try:
@@ -659,6 +689,7 @@ select * from dataset_profiles where dataset_version_id = %(dataset_version_id)s
 """
 
 
+@checked
 def get_profile(conn: Connection[Any], *, user_id: UUID, dataset_version_id: UUID) -> DatasetProfile | None:
     """The profile of a version."""
     try:
@@ -675,6 +706,7 @@ select * from workflow_snapshots where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def get_snapshot(conn: Connection[Any], *, user_id: UUID, id: UUID) -> WorkflowSnapshot | None:
     """One snapshot of the user."""
     try:
@@ -691,6 +723,7 @@ select * from users where id = %(id)s
 """
 
 
+@checked
 def get_user(conn: Connection[Any], *, id: UUID) -> User | None:
     """One account by id."""
     try:
@@ -707,6 +740,7 @@ select * from workflows where id = %(id)s and user_id = %(user_id)s
 """
 
 
+@checked
 def get_workflow(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Workflow | None:
     """One workflow of the user, live or soft-deleted."""
     try:
@@ -723,7 +757,8 @@ select heartbeat_job(%(id)s, %(worker_id)s)
 """
 
 
-def heartbeat(conn: Connection[Any], *, id: UUID, worker_id: str) -> bool | None:
+@checked
+def heartbeat(conn: Connection[Any], *, id: UUID, worker_id: Text) -> bool | None:
     """Worker: report the job alive; NULL means it is no longer this worker's to run."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
@@ -749,6 +784,7 @@ select rank() over (order by case when e.metric_goal = 'maximize' then (r.metric
 """
 
 
+@checked
 def leaderboard(conn: Connection[Any], *, user_id: UUID, experiment_id: UUID) -> list[LeaderboardRow]:
     """The experiment's runs ranked by its primary metric (best first; runs without it last)."""
     try:
@@ -772,6 +808,7 @@ select d.id, d.name, d.description, d.problem_type, d.target_column, d.current_v
 """
 
 
+@checked
 def list_datasets(conn: Connection[Any], *, user_id: UUID) -> list[ListDatasetsRow]:
     """A user's datasets newest first, each with its current version's state."""
     try:
@@ -788,6 +825,7 @@ select * from experiments where user_id = %(user_id)s order by created_at desc, 
 """
 
 
+@checked
 def list_experiments(conn: Connection[Any], *, user_id: UUID) -> list[Experiment]:
     """A user's experiments, newest first."""
     try:
@@ -806,6 +844,7 @@ select * from ingestion_jobs
 """
 
 
+@checked
 def list_ingestion_jobs(conn: Connection[Any], *, user_id: UUID, dataset_version_id: UUID) -> list[IngestionJob]:
     """A version's ingestion runs, newest first."""
     try:
@@ -822,6 +861,7 @@ select * from job_nodes where job_id = %(job_id)s and user_id = %(user_id)s orde
 """
 
 
+@checked
 def list_job_nodes(conn: Connection[Any], *, user_id: UUID, job_id: UUID) -> list[JobNode]:
     """The nodes of a job, in the order they were created."""
     try:
@@ -843,12 +883,13 @@ select * from jobs
 """
 
 
+@checked
 def list_jobs(
     conn: Connection[Any],
     *,
     user_id: UUID,
-    page_size: int,
-    before_created_at: datetime | None = None,
+    page_size: Int8,
+    before_created_at: AwareDatetime | None = None,
     before_id: UUID | None = None,
 ) -> list[Job]:
     """A user's jobs newest first, one page after the (created_at, id) key of the previous page's last row."""
@@ -874,6 +915,7 @@ select * from models where user_id = %(user_id)s order by created_at desc, id de
 """
 
 
+@checked
 def list_models(conn: Connection[Any], *, user_id: UUID) -> list[Model]:
     """A user's models, newest first."""
     try:
@@ -890,6 +932,7 @@ select * from tutorials where is_published order by sort_order, title
 """
 
 
+@checked
 def list_published_tutorials(conn: Connection[Any]) -> list[Tutorial]:
     """The published catalogue in display order."""
     try:
@@ -908,6 +951,7 @@ select * from dataset_versions
 """
 
 
+@checked
 def list_versions(conn: Connection[Any], *, user_id: UUID, dataset_id: UUID) -> list[DatasetVersion]:
     """A dataset's versions, newest first."""
     try:
@@ -926,6 +970,7 @@ select * from workflows
 """
 
 
+@checked
 def list_workflows(conn: Connection[Any], *, user_id: UUID) -> list[Workflow]:
     """A user's live workflows, newest first."""
     try:
@@ -946,16 +991,17 @@ returning *
 """
 
 
+@checked
 def mark_version_completed(
     conn: Connection[Any],
     *,
     user_id: UUID,
     id: UUID,
-    s3_path: str,
-    parquet_size_bytes: int,
-    row_count: int,
-    column_count: int,
-    columns_metadata: Json | None = None,
+    s3_path: Text,
+    parquet_size_bytes: Int8,
+    row_count: Int4,
+    column_count: Int4,
+    columns_metadata: JsonParam | None = None,
 ) -> DatasetVersion | None:
     """The version is converted: its Parquet file, sizes, counts and column metadata."""
     try:
@@ -969,7 +1015,7 @@ def mark_version_completed(
                 "parquet_size_bytes": parquet_size_bytes,
                 "row_count": row_count,
                 "column_count": column_count,
-                "columns_metadata": jsonb(columns_metadata),
+                "columns_metadata": columns_metadata,
             },
         )
         row = cur.fetchone()
@@ -985,8 +1031,9 @@ returning *
 """
 
 
+@checked
 def mark_version_failed(
-    conn: Connection[Any], *, user_id: UUID, id: UUID, error_message: str | None = None
+    conn: Connection[Any], *, user_id: UUID, id: UUID, error_message: Text | None = None
 ) -> DatasetVersion | None:
     """The version could not be processed."""
     try:
@@ -1003,6 +1050,7 @@ update dataset_versions set status = 'processing' where id = %(id)s and user_id 
 """
 
 
+@checked
 def mark_version_processing(conn: Connection[Any], *, user_id: UUID, id: UUID) -> DatasetVersion | None:
     """The version's file is being converted."""
     try:
@@ -1021,6 +1069,7 @@ select * from credit_packages
 """
 
 
+@checked
 def packages_for_tier(conn: Connection[Any], *, tier: UserTier) -> list[CreditPackage]:
     """Active packages the tier may buy, smallest first."""
     try:
@@ -1039,7 +1088,7 @@ with offer as (
       join users u on u.id = %(user_id)s
      where p.id = %(package_id)s and credit_package_on_sale(p.tier_restriction, p.is_active, u.tier)
 ), done as (
-    select * from credit_transactions where stripe_payment_id = %(stripe_payment_id)s
+    select * from credit_transactions where stripe_payment_id = %(stripe_payment_id)s and user_id = %(user_id)s
 ), posted as (
     insert into credit_transactions (user_id, type, amount, description, package_id, stripe_payment_id)
     select %(user_id)s, 'purchase', offer.credits, 'purchase: ' || offer.name, offer.id, %(stripe_payment_id)s
@@ -1049,14 +1098,15 @@ with offer as (
 )
 select * from posted
 union all
-select * from done where done.user_id = %(user_id)s
+select * from done
 """
 
 
+@checked
 def purchase_credits(
-    conn: Connection[Any], *, user_id: UUID, package_id: UUID, stripe_payment_id: str
+    conn: Connection[Any], *, user_id: UUID, package_id: UUID, stripe_payment_id: Text
 ) -> CreditTransaction | None:
-    """Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry."""
+    """Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry (AlreadyExists if it credited another account)."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(
@@ -1073,6 +1123,7 @@ select item, removed from purge_soft_deleted(coalesce(%(retention)s::interval, '
 """
 
 
+@checked
 def purge_soft_deleted(conn: Connection[Any], *, retention: timedelta | None = None) -> list[PurgeSoftDeletedRow]:
     """Remove what has been soft-deleted longer than retention; returns rows removed per table."""
     try:
@@ -1089,6 +1140,7 @@ update jobs set status = 'queued' where id = %(id)s and user_id = %(user_id)s re
 """
 
 
+@checked
 def queue_job(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Job | None:
     """Put a pending job in the queue; its cost is charged in the same statement."""
     try:
@@ -1108,17 +1160,18 @@ returning *
 """
 
 
+@checked
 def register_model(
     conn: Connection[Any],
     *,
     user_id: UUID,
     job_id: UUID,
-    name: str,
-    algorithm: str | None = None,
+    name: Text,
+    algorithm: Text | None = None,
     problem_type: ProblemType | None = None,
-    metrics: Json | None = None,
-    hyperparameters: Json | None = None,
-    s3_path: str | None = None,
+    metrics: JsonParam | None = None,
+    hyperparameters: JsonParam | None = None,
+    s3_path: Text | None = None,
 ) -> Model | None:
     """Record a model a job of the user trained (counts toward the tier's model limit)."""
     try:
@@ -1131,8 +1184,8 @@ def register_model(
                 "name": name,
                 "algorithm": algorithm,
                 "problem_type": problem_type,
-                "metrics": jsonb(metrics),
-                "hyperparameters": jsonb(hyperparameters),
+                "metrics": metrics,
+                "hyperparameters": hyperparameters,
                 "s3_path": s3_path,
             },
         )
@@ -1147,7 +1200,8 @@ update datasets set name = %(name)s where id = %(id)s and user_id = %(user_id)s 
 """
 
 
-def rename_dataset(conn: Connection[Any], *, user_id: UUID, id: UUID, name: str) -> Dataset | None:
+@checked
+def rename_dataset(conn: Connection[Any], *, user_id: UUID, id: UUID, name: Text) -> Dataset | None:
     """Give a dataset a new name."""
     try:
         cur = conn.cursor(row_factory=dict_row)
@@ -1168,15 +1222,16 @@ returning *
 """
 
 
+@checked
 def report_ingestion_progress(
     conn: Connection[Any],
     *,
     user_id: UUID,
     id: UUID,
-    progress_percent: int,
-    stage: str | None = None,
-    rows_processed: int | None = None,
-    bytes_processed: int | None = None,
+    progress_percent: Int2,
+    stage: Text | None = None,
+    rows_processed: Int8 | None = None,
+    bytes_processed: Int8 | None = None,
 ) -> IngestionJob | None:
     """Progress of a running ingestion; also a heartbeat."""
     try:
@@ -1203,6 +1258,7 @@ select job_id, action from rescue_stalled_jobs(coalesce(%(stalled_after)s::inter
 """
 
 
+@checked
 def rescue_stalled_jobs(conn: Connection[Any], *, stalled_after: timedelta | None = None) -> list[RescueStalledJobsRow]:
     """Requeue (or fail, when attempts are spent) running jobs whose heartbeat is older than stalled_after."""
     try:
@@ -1219,6 +1275,7 @@ update users set is_deleted = false where id = %(id)s and purged_at is null retu
 """
 
 
+@checked
 def restore_user(conn: Connection[Any], *, id: UUID) -> User | None:
     """Reopen a closed account that has not been purged yet."""
     try:
@@ -1235,6 +1292,7 @@ update workflows set is_deleted = false where id = %(id)s and user_id = %(user_i
 """
 
 
+@checked
 def restore_workflow(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Workflow | None:
     """Bring a soft-deleted workflow back (counts toward the limit again)."""
     try:
@@ -1255,6 +1313,7 @@ select c.relname::text as table_name
 """
 
 
+@checked
 def schema_tables(conn: Connection[Any]) -> list[SchemaTablesRow]:
     """Names of the schema's tables (yoyo's bookkeeping left out), for summaries."""
     try:
@@ -1294,6 +1353,7 @@ on conflict (slug) do nothing
 """
 
 
+@checked
 def seed_reference_data(conn: Connection[Any]) -> None:
     """Insert the standard credit packages and starter tutorials; rows that exist are left alone."""
     try:
@@ -1309,6 +1369,7 @@ returning *
 """
 
 
+@checked
 def set_current_version(conn: Connection[Any], *, user_id: UUID, dataset_id: UUID, version_id: UUID) -> Dataset | None:
     """Make a version of the dataset its current one."""
     try:
@@ -1328,14 +1389,15 @@ returning *
 """
 
 
+@checked
 def set_node_status(
     conn: Connection[Any],
     *,
     job_id: UUID,
-    node_id: str,
+    node_id: Text,
     status: NodeStatus,
-    output_data: Json | None = None,
-    error_message: str | None = None,
+    output_data: JsonParam | None = None,
+    error_message: Text | None = None,
 ) -> JobNode | None:
     """Worker: move one node of a running job (pending -> running -> success | failed)."""
     try:
@@ -1346,7 +1408,7 @@ def set_node_status(
                 "job_id": job_id,
                 "node_id": node_id,
                 "status": status,
-                "output_data": jsonb(output_data),
+                "output_data": output_data,
                 "error_message": error_message,
             },
         )
@@ -1361,7 +1423,8 @@ select user_id_for_oauth(%(oauth_provider)s, %(oauth_id)s)
 """
 
 
-def sign_in_oauth(conn: Connection[Any], *, oauth_provider: OauthProvider, oauth_id: str) -> UUID | None:
+@checked
+def sign_in_oauth(conn: Connection[Any], *, oauth_provider: OauthProvider, oauth_id: Text) -> UUID | None:
     """The id of the account of an OAuth identity, or None (then sign up under a new id)."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
@@ -1379,7 +1442,8 @@ returning *
 """
 
 
-def sign_up(conn: Connection[Any], *, email: str, full_name: str | None = None) -> User | None:
+@checked
+def sign_up(conn: Connection[Any], *, email: Text, full_name: Text | None = None) -> User | None:
     """Create an e-mail account (free tier, no credits) under the id the transaction acts for."""
     try:
         cur = conn.cursor(row_factory=dict_row)
@@ -1397,8 +1461,9 @@ returning *
 """
 
 
+@checked
 def sign_up_oauth(
-    conn: Connection[Any], *, email: str, oauth_provider: OauthProvider, oauth_id: str, full_name: str | None = None
+    conn: Connection[Any], *, email: Text, oauth_provider: OauthProvider, oauth_id: Text, full_name: Text | None = None
 ) -> User | None:
     """Create an OAuth account (verified: the provider vouches for the e-mail) under the id the transaction acts for."""
     try:
@@ -1422,6 +1487,7 @@ returning *
 """
 
 
+@checked
 def snapshot_workflow(conn: Connection[Any], *, user_id: UUID, workflow_id: UUID) -> WorkflowSnapshot | None:
     """Freeze the current graph of a live workflow for execution."""
     try:
@@ -1438,6 +1504,7 @@ update users set is_deleted = true where id = %(id)s and purged_at is null retur
 """
 
 
+@checked
 def soft_delete_user(conn: Connection[Any], *, id: UUID) -> User | None:
     """Close the account; it stays restorable until the retention purge."""
     try:
@@ -1454,6 +1521,7 @@ update workflows set is_deleted = true where id = %(id)s and user_id = %(user_id
 """
 
 
+@checked
 def soft_delete_workflow(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Workflow | None:
     """Hide a workflow; it is purged after the retention period unless restored."""
     try:
@@ -1472,7 +1540,8 @@ returning *
 """
 
 
-def start_ingestion(conn: Connection[Any], *, user_id: UUID, id: UUID, worker_id: str) -> IngestionJob | None:
+@checked
+def start_ingestion(conn: Connection[Any], *, user_id: UUID, id: UUID, worker_id: Text) -> IngestionJob | None:
     """A worker starts an attempt at the run."""
     try:
         cur = conn.cursor(row_factory=dict_row)
@@ -1491,6 +1560,7 @@ returning *
 """
 
 
+@checked
 def start_tutorial(conn: Connection[Any], *, user_id: UUID, tutorial_id: UUID) -> UserTutorialProgress | None:
     """Start (or resume) a published tutorial; records the content version the learner sees."""
     try:
@@ -1521,21 +1591,22 @@ returning *
 """
 
 
+@checked
 def store_profile(
     conn: Connection[Any],
     *,
     user_id: UUID,
     dataset_version_id: UUID,
-    row_count: int | None = None,
-    column_count: int | None = None,
-    missing_cells: int | None = None,
-    duplicate_rows: int | None = None,
-    memory_bytes: int | None = None,
-    columns: Json | None = None,
-    correlations: Json | None = None,
-    alerts: Json | None = None,
-    profiler_version: str | None = None,
-    duration_ms: int | None = None,
+    row_count: Int8 | None = None,
+    column_count: Int4 | None = None,
+    missing_cells: Int8 | None = None,
+    duplicate_rows: Int8 | None = None,
+    memory_bytes: Int8 | None = None,
+    columns: JsonParam | None = None,
+    correlations: JsonParam | None = None,
+    alerts: JsonParam | None = None,
+    profiler_version: Text | None = None,
+    duration_ms: Int4 | None = None,
 ) -> DatasetProfile | None:
     """Store (or replace) the statistical profile of a version."""
     try:
@@ -1550,9 +1621,9 @@ def store_profile(
                 "missing_cells": missing_cells,
                 "duplicate_rows": duplicate_rows,
                 "memory_bytes": memory_bytes,
-                "columns": jsonb(columns),
-                "correlations": jsonb(correlations),
-                "alerts": jsonb(alerts),
+                "columns": columns,
+                "correlations": correlations,
+                "alerts": alerts,
                 "profiler_version": profiler_version,
                 "duration_ms": duration_ms,
             },
@@ -1582,14 +1653,15 @@ select * from job
 """
 
 
+@checked
 def submit_job(
     conn: Connection[Any],
     *,
     user_id: UUID,
     workflow_snapshot_id: UUID,
-    credit_cost: int,
-    priority: int | None = None,
-    idempotency_key: str | None = None,
+    credit_cost: Int4,
+    priority: Int4 | None = None,
+    idempotency_key: Text | None = None,
 ) -> Job | None:
     """Queue a job for a snapshot and charge its cost, atomically; one pending node row per graph node."""
     try:
@@ -1615,6 +1687,7 @@ update models set is_deployed = false where id = %(id)s and user_id = %(user_id)
 """
 
 
+@checked
 def undeploy_model(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Model | None:
     """Stop serving a model."""
     try:
@@ -1633,11 +1706,14 @@ returning *
 """
 
 
-def update_workflow_definition(conn: Connection[Any], *, user_id: UUID, id: UUID, definition: Json) -> Workflow | None:
+@checked
+def update_workflow_definition(
+    conn: Connection[Any], *, user_id: UUID, id: UUID, definition: JsonParam
+) -> Workflow | None:
     """Replace the graph of a live workflow."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(UPDATE_WORKFLOW_DEFINITION, {"user_id": user_id, "id": id, "definition": jsonb(definition)})
+        cur.execute(UPDATE_WORKFLOW_DEFINITION, {"user_id": user_id, "id": id, "definition": definition})
         row = cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
@@ -1654,6 +1730,7 @@ select t.id as tutorial_id, t.slug, t.title, t.step_count, cardinality(p.complet
 """
 
 
+@checked
 def user_progress(conn: Connection[Any], *, user_id: UUID) -> list[UserProgressRow]:
     """A learner's tutorials with steps done out of total."""
     try:
@@ -1670,6 +1747,7 @@ update users set email_verified = true where id = %(id)s returning *
 """
 
 
+@checked
 def verify_email(conn: Connection[Any], *, id: UUID) -> User | None:
     """Mark the account's e-mail address as verified."""
     try:

@@ -2,16 +2,15 @@
 
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from uuid import UUID
 
-from automl_db.runtime import Row
+from automl_db.runtime import Label, Row
 from automl_db.shapes import Json, Metrics, WorkflowGraph
 
 __all__ = ["Decimal", "Row", "date", "timedelta"]  # re-exported for the generated query modules
 
 
-class FileFormat(StrEnum):
+class FileFormat(Label):
     """PostgreSQL enum file_format."""
 
     CSV = "csv"
@@ -21,7 +20,7 @@ class FileFormat(StrEnum):
     UNKNOWN = "unknown"
 
 
-class JobStatus(StrEnum):
+class JobStatus(Label):
     """PostgreSQL enum job_status."""
 
     PENDING = "pending"
@@ -32,14 +31,14 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class MetricGoal(StrEnum):
+class MetricGoal(Label):
     """PostgreSQL enum metric_goal."""
 
     MAXIMIZE = "maximize"
     MINIMIZE = "minimize"
 
 
-class NodeStatus(StrEnum):
+class NodeStatus(Label):
     """PostgreSQL enum node_status."""
 
     PENDING = "pending"
@@ -49,7 +48,7 @@ class NodeStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-class NodeType(StrEnum):
+class NodeType(Label):
     """PostgreSQL enum node_type."""
 
     DATASET = "dataset"
@@ -62,14 +61,14 @@ class NodeType(StrEnum):
     EXPORT = "export"
 
 
-class OauthProvider(StrEnum):
+class OauthProvider(Label):
     """PostgreSQL enum oauth_provider."""
 
     GOOGLE = "google"
     GITHUB = "github"
 
 
-class ProblemType(StrEnum):
+class ProblemType(Label):
     """PostgreSQL enum problem_type."""
 
     CLASSIFICATION = "classification"
@@ -78,7 +77,7 @@ class ProblemType(StrEnum):
     OTHER = "other"
 
 
-class TierRestriction(StrEnum):
+class TierRestriction(Label):
     """PostgreSQL enum tier_restriction."""
 
     NONE = "none"
@@ -86,7 +85,7 @@ class TierRestriction(StrEnum):
     ENTERPRISE_ONLY = "enterprise_only"
 
 
-class TransactionType(StrEnum):
+class TransactionType(Label):
     """PostgreSQL enum transaction_type."""
 
     PURCHASE = "purchase"
@@ -95,7 +94,7 @@ class TransactionType(StrEnum):
     ADJUSTMENT = "adjustment"
 
 
-class UserTier(StrEnum):
+class UserTier(Label):
     """PostgreSQL enum user_tier."""
 
     FREE = "free"
@@ -103,7 +102,7 @@ class UserTier(StrEnum):
     ENTERPRISE = "enterprise"
 
 
-class VersionStatus(StrEnum):
+class VersionStatus(Label):
     """PostgreSQL enum version_status."""
 
     PENDING = "pending"

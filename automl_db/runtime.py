@@ -1,12 +1,36 @@
-"""Helpers the generated modules use: the Row base class, JSON parameters, scalar rows."""
+"""What the generated query modules use: strict argument checking, parameter types, row bases.
 
-from typing import Any
+Arguments are checked before anything reaches the server, by pydantic's `validate_call` in strict
+mode: no float, str or bool where an integer is declared, integers within their column's range,
+timezone-aware datetimes only, enums as enum members, text that is valid UTF-8 without NUL, and JSON
+that is JSON (no Decimal, set, NaN...) no deeper than MAX_JSON_DEPTH and no longer than
+MAX_JSON_BYTES, the bounds the database keeps too (domain bounded_jsonb). A refusal is InvalidInput
+naming the parameter, and nothing was sent.
+"""
+
+import functools
+import inspect
+import json
+import math
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
 
 from psycopg.rows import scalar_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, validate_call
 
-__all__ = ["Row", "jsonb", "scalar_row"]
+from automl_db.errors import InvalidInput
+
+__all__ = ["Int2", "Int4", "Int8", "JsonParam", "Label", "Row", "Text", "checked", "scalar_row"]
+
+#: No value in a JSON argument may sit more than this many arrays or objects below the top.
+MAX_JSON_DEPTH = 32
+#: Longest JSON argument, in bytes of its text (the database bounds its stored form to 1 MiB).
+MAX_JSON_BYTES = 1_048_576
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Row(BaseModel):
@@ -15,10 +39,112 @@ class Row(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-def jsonb(value: Any) -> Jsonb | None:
-    """A JSON parameter: pydantic models are dumped as JSON-compatible data; None stays SQL NULL."""
+class Label(StrEnum):
+    """Base of the generated enums. A label the database holds that this code does not know yet (a
+    newer migration added it) reads as a member of its own instead of failing the whole row."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value.upper()
+        member._value_ = value
+        return member
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text may not contain NUL (\\x00)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text is not valid UTF-8 ({exc.reason} at position {exc.start})") from None
+    return value
+
+
+def _json(value: Any) -> Jsonb | None:
+    """A JSON argument, checked and serialized once: pydantic models are dumped first."""
     if value is None:
         return None
     if isinstance(value, BaseModel):
-        return Jsonb(value.model_dump(mode="json", exclude_none=True))
-    return Jsonb(value)
+        value = value.model_dump(mode="json", exclude_none=True)
+    stack: list[tuple[Any, int, str]] = [(value, 0, "$")]
+    while stack:  # iterative: a 10,000-level document must not exhaust Python's recursion
+        item, level, path = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels (at {path})")
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"JSON numbers are finite, not {item} (at {path})")
+        elif isinstance(item, str):
+            _text(item)
+        elif isinstance(item, list | tuple):
+            stack.extend((element, level + 1, f"{path}[{i}]") for i, element in enumerate(item))
+        elif isinstance(item, dict):
+            for key, element in item.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"JSON object keys are strings, not {type(key).__name__} (at {path})")
+                _text(key)
+                stack.append((element, level + 1, f"{path}.{key}"))
+        else:
+            raise ValueError(f"{type(item).__name__} is not a JSON value (at {path})")
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    if len(text.encode()) > MAX_JSON_BYTES:
+        raise ValueError(f"JSON is longer than {MAX_JSON_BYTES:,} bytes")
+    return Jsonb(text, dumps=_as_is)
+
+
+def _as_is(text: Any) -> str:
+    return cast(str, text)
+
+
+Text = Annotated[str, AfterValidator(_text)]
+Int2 = Annotated[int, Field(ge=-(2**15), le=2**15 - 1)]
+Int4 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int8 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+#: A JSON argument: any JSON-compatible value or pydantic model; sent as jsonb.
+JsonParam = Annotated[Any, PlainValidator(_json)]
+
+_STRICT = ConfigDict(strict=True, arbitrary_types_allowed=True)
+
+
+def checked(function: Callable[P, R]) -> Callable[P, R]:
+    """Validate the arguments of a generated query function before it runs (see module doc).
+
+    The check runs on a stub with the function's signature, so an error raised inside the function
+    (a row that fails its model, say) is never mistaken for a bad argument."""
+
+    def stub(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return args, kwargs
+
+    stub.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    stub.__annotations__ = {k: v for k, v in function.__annotations__.items() if k != "return"}
+    validate = validate_call(config=_STRICT)(stub)
+    name = function.__name__
+
+    def arguments(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        try:
+            return validate(*args, **kwargs)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = error["loc"][0] if error["loc"] else "?"
+            parameter = "conn" if where == 0 else str(where)
+            raise InvalidInput(f"{name}(): argument {parameter}: {error['msg']}", parameter=parameter) from None
+
+    if inspect.iscoroutinefunction(function):
+        @functools.wraps(function)
+        async def checked_async(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = arguments(args, kwargs)
+            return await function(*args, **kwargs)
+
+        return cast(Callable[P, R], checked_async)
+
+    @functools.wraps(function)
+    def checked_sync(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = arguments(args, kwargs)
+        return function(*args, **kwargs)
+
+    return cast(Callable[P, R], checked_sync)

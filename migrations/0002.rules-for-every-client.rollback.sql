@@ -30,6 +30,20 @@ create policy credit_transactions_tenant_insert on credit_transactions for inser
 comment on policy credit_transactions_tenant_insert on credit_transactions is
     'automl_app posts only for app_user_id(), never adjustments, and purchases only of a package.';
 revoke all on users, credit_transactions, tier_limits, credit_packages, tutorials from automl_billing;
+revoke update (status, priority, credit_cost, celery_task_id, results, error_message, error_traceback) on jobs from automl_app;
+revoke update (worker_id) on jobs from automl_worker;
+revoke update (status, output_data, error_message) on job_nodes from automl_app;
+grant update on jobs, job_nodes to automl_app;
+do $$
+declare
+    signature regprocedure;
+begin
+    for signature in select oid::regprocedure from pg_proc where proname = 'pg_logical_emit_message'
+    loop
+        execute format('grant execute on function %s to public', signature);
+    end loop;
+end;
+$$;
 revoke insert (oauth_provider, oauth_id, email_verified) on users from automl_app;
 revoke usage on schema public from automl_billing;
 
@@ -145,9 +159,13 @@ comment on function credit_transactions_post() is
 
 drop function credit_package_on_sale(tier_restriction, boolean, user_tier);
 alter table credit_transactions drop constraint credit_transactions_purchase_payment;
+alter table credit_transactions drop constraint credit_transactions_payment_only_purchases;
+alter table credit_transactions enable trigger credit_transactions_immutable;
+alter table credit_transactions enable trigger credit_transactions_no_truncate;
 alter table credit_transactions alter column id set default gen_random_uuid();
 comment on column credit_transactions.id is 'Primary key.';
 comment on column credit_transactions.stripe_payment_id is 'Stripe payment credited; unique, so a payment is credited once.';
+comment on column credit_transactions.created_at is 'Entry time.';
 
 -- Lock order triggers.
 drop trigger datasets_lock_acting_user on datasets;
@@ -215,6 +233,50 @@ $$;
 comment on function jobs_check_transition() is
     'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot and queued '
     'price (AM004), and stamps queued_at / started_at / completed_at and updated_at.';
+
+create or replace function jobs_settle_credits() returns trigger
+language plpgsql as $$
+declare
+    charged integer;
+begin
+    if new.status = 'queued' and (tg_op = 'INSERT' or old.status = 'pending') and new.credit_cost > 0 then
+        insert into credit_transactions (user_id, type, amount, description, job_id)
+        values (new.user_id, 'consumption', -new.credit_cost, 'job ' || new.id, new.id);
+    elsif tg_op = 'UPDATE' and new.status in ('failed', 'cancelled') and old.status in ('queued', 'running') then
+        select -c.amount into charged from credit_transactions c
+         where c.job_id = new.id and c.type = 'consumption';
+        if charged > 0 and not exists (select from credit_transactions c
+                                       where c.job_id = new.id and c.type = 'refund') then
+            insert into credit_transactions (user_id, type, amount, description, job_id)
+            values (new.user_id, 'refund', charged, 'refund: job ' || new.id || ' ' || new.status, new.id);
+        end if;
+    end if;
+    return null;
+end;
+$$;
+comment on function jobs_settle_credits() is
+    'AFTER INSERT/UPDATE OF status on jobs: charges credit_cost on first queueing and refunds it once '
+    'when the job ends failed or cancelled. Completed jobs keep their charge.';
+
+create or replace function claim_jobs(worker text, how_many integer default 1) returns setof jobs
+language plpgsql as $$
+begin
+    -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
+    return query
+    update jobs j
+       set status = 'running', worker_id = worker, attempt = j.attempt + 1
+      from (select id from jobs
+             where status = 'queued'
+             order by priority desc, queued_at, id
+             limit how_many
+               for update skip locked) picked
+     where j.id = picked.id
+    returning j.*;
+end;
+$$;
+comment on function claim_jobs(text, integer) is
+    'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '
+    'SKIP LOCKED, marks them running for worker and returns them. Concurrent callers never share a job.';
 
 create or replace function rescue_stalled_jobs(stalled_after interval default '5 minutes')
 returns table (job_id uuid, action text)
@@ -290,6 +352,9 @@ alter table jobs add constraint jobs_times_ordered check (completed_at >= starte
 alter table job_nodes drop constraint job_nodes_times_ordered;
 alter table job_nodes add constraint job_nodes_times_ordered check (completed_at >= started_at);
 comment on column jobs.created_at is 'Job creation time.';
+comment on column jobs.attempt is 'Times a worker has claimed this job; the rescuer gives up at max_attempts.';
+comment on column jobs.max_attempts is 'Claims allowed before a stalled job is failed instead of requeued.';
+comment on column jobs.worker_id is 'Worker holding the current attempt.';
 comment on column job_nodes.created_at is 'Row creation time.';
 
 -- Ingestion runs.
@@ -367,6 +432,53 @@ comment on type job_status is
 
 -- Accounts.
 drop function user_id_for_oauth(oauth_provider, text);
+drop trigger users_purged_immutable on users;
+drop function users_refuse_purged_change();
+drop trigger datasets_derived_columns on datasets;
+drop function datasets_refuse_sequence_on_insert();
+create or replace function users_adjust_usage(
+    target uuid, datasets integer default 0, workflows integer default 0,
+    models integer default 0, storage_bytes bigint default 0
+) returns void
+language plpgsql as $$
+declare
+    u users%rowtype;
+    lim tier_limits%rowtype;
+begin
+    update users
+       set dataset_count = dataset_count + datasets,
+           workflow_count = workflow_count + workflows,
+           model_count = model_count + models,
+           storage_used_bytes = storage_used_bytes + storage_bytes,
+           updated_at = now()
+     where id = target
+    returning * into u;
+    if not found then
+        return;  -- the owner is being deleted in this same statement (cascade)
+    end if;
+    if datasets > 0 or workflows > 0 or models > 0 or storage_bytes > 0 then
+        select * into lim from tier_limits where tier = u.tier;
+        if storage_bytes > 0 and u.storage_used_bytes > lim.max_storage_bytes then
+            raise exception 'storage quota exceeded: % of % bytes allowed for tier %',
+                u.storage_used_bytes, lim.max_storage_bytes, u.tier
+                using errcode = 'AM002', constraint = 'users_storage_within_tier';
+        elsif datasets > 0 and u.dataset_count > lim.max_datasets then
+            raise exception 'dataset quota exceeded: % allowed for tier %', lim.max_datasets, u.tier
+                using errcode = 'AM002', constraint = 'users_datasets_within_tier';
+        elsif workflows > 0 and u.workflow_count > lim.max_workflows then
+            raise exception 'workflow quota exceeded: % allowed for tier %', lim.max_workflows, u.tier
+                using errcode = 'AM002', constraint = 'users_workflows_within_tier';
+        elsif models > 0 and u.model_count > lim.max_models then
+            raise exception 'model quota exceeded: % allowed for tier %', lim.max_models, u.tier
+                using errcode = 'AM002', constraint = 'users_models_within_tier';
+        end if;
+    end if;
+end;
+$$;
+comment on function users_adjust_usage(uuid, integer, integer, integer, bigint) is
+    'Moves a user''s counters and storage by the given deltas and, when any grows, refuses going past '
+    'the tier''s limits (SQLSTATE AM002, constraint users_<what>_within_tier). Called by counter triggers.';
+
 create function oauth_sign_in(p_email text, p_full_name text, p_provider oauth_provider, p_provider_id text)
 returns setof users
 language sql
@@ -535,6 +647,50 @@ comment on function check_integrity() is
     'lifecycle stamps, counters, storage, version numbering, owner links); no rows when healthy. '
     'Recomputes from the base rows, so it notices drift written behind the triggers'' back.';
 
+create or replace function purge_soft_deleted(retention interval default '30 days')
+returns table (item text, removed bigint)
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
+declare
+    cutoff timestamptz := now() - retention;
+    doomed uuid[];
+    n bigint;
+begin
+    -- Lock the accounts first: a concurrent restore either wins before us or waits and fails.
+    select coalesce(array_agg(id), '{}') into doomed
+      from (select id from users
+             where is_deleted and purged_at is null and deleted_at < cutoff
+             order by id
+               for update) u;
+
+    delete from experiments where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'experiments'; removed := n; return next;
+    delete from models where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'models'; removed := n; return next;
+    delete from jobs where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'jobs'; removed := n; return next;
+    delete from workflows where user_id = any (doomed) or (is_deleted and deleted_at < cutoff);
+    get diagnostics n = row_count; item := 'workflows'; removed := n; return next;
+    delete from workflow_snapshots where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'workflow_snapshots'; removed := n; return next;
+    delete from datasets where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'datasets'; removed := n; return next;
+    delete from user_tutorial_progress where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'user_tutorial_progress'; removed := n; return next;
+
+    -- The account row stays, anonymized: its ledger entries keep their owner and exact amounts.
+    update users
+       set email = null, full_name = null, oauth_provider = null, oauth_id = null,
+           email_verified = false, purged_at = now()
+     where id = any (doomed);
+    get diagnostics n = row_count; item := 'users_anonymized'; removed := n; return next;
+end;
+$$;
+comment on function purge_soft_deleted(interval) is
+    'Retention: hard-deletes workflows soft-deleted before now() - retention; for accounts soft-deleted '
+    'that long ago, deletes all their content and personal data (e-mail, name, OAuth ids) and stamps '
+    'purged_at, leaving every ledger entry untouched. Returns rows removed per table.';
+
 create or replace function app_user_id() returns uuid
 language sql stable parallel safe as $$
     select nullif(current_setting('automl.user_id', true), '')::uuid
@@ -596,20 +752,14 @@ comment on function tutorial_steps_are_valid(jsonb) is
 alter function set_updated_at() reset search_path;
 alter function stamp_deleted_at() reset search_path;
 alter function users_refuse_derived_change() reset search_path;
-alter function users_adjust_usage(uuid, integer, integer, integer, bigint) reset search_path;
 alter function refuse_owner_change() reset search_path;
 alter function fill_owner_from_dataset_version() reset search_path;
 alter function workflow_snapshots_refuse_change() reset search_path;
-alter function claim_jobs(text, integer) reset search_path;
 alter function job_nodes_fill_owner() reset search_path;
 alter function models_stamp_deployed_at() reset search_path;
 alter function credit_transactions_refuse_change() reset search_path;
 alter function users_refuse_delete_with_ledger() reset search_path;
 alter function experiment_runs_fill_owner() reset search_path;
-alter function jobs_settle_credits() security invoker reset search_path;
 alter function job_nodes_skip_downstream() security invoker reset search_path;
-comment on function claim_jobs(text, integer) is
-    'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '
-    'SKIP LOCKED, marks them running for worker and returns them. Concurrent callers never share a job.';
 
 -- The role stays: roles are cluster-wide and other databases may use it.

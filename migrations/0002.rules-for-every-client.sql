@@ -65,7 +65,8 @@ begin atomic
        and coalesce(jsonb_typeof(doc -> 'edges') = 'array', false)
        and not exists (select from jsonb_array_elements(doc -> 'nodes') as n(node)
                        where coalesce(jsonb_typeof(n.node -> 'id') <> 'string', true)
-                          or n.node ->> 'id' = '')
+                          or n.node ->> 'id' = ''
+                          or coalesce(jsonb_typeof(n.node -> 'type') not in ('string', 'null'), false))
        and (select count(*) = count(distinct n.node ->> 'id')
             from jsonb_array_elements(doc -> 'nodes') as n(node))
        and not exists (select from jsonb_array_elements(doc -> 'edges') as e(edge)
@@ -77,8 +78,9 @@ begin atomic
                                          where n.node ->> 'id' = e.edge ->> 'target'));
 end;
 comment on function workflow_graph_is_valid(jsonb) is
-    'True when doc is {"nodes": [...], "edges": [...]}: nodes carry unique non-empty string ids, '
-    'edges carry string source/target naming existing nodes. Used by workflow and snapshot CHECKs.';
+    'True when doc is {"nodes": [...], "edges": [...]}: nodes carry unique non-empty string ids (and a '
+    'type, when given, is a string), edges carry string source/target naming existing nodes. Used by '
+    'workflow and snapshot CHECKs.';
 
 create or replace function tutorial_steps_are_valid(steps jsonb) returns boolean
 language sql immutable parallel safe
@@ -97,21 +99,15 @@ comment on function tutorial_steps_are_valid(jsonb) is
 alter function set_updated_at() set search_path = pg_catalog, public, pg_temp;
 alter function stamp_deleted_at() set search_path = pg_catalog, public, pg_temp;
 alter function users_refuse_derived_change() set search_path = pg_catalog, public, pg_temp;
-alter function users_adjust_usage(uuid, integer, integer, integer, bigint) set search_path = pg_catalog, public, pg_temp;
 alter function refuse_owner_change() set search_path = pg_catalog, public, pg_temp;
 alter function fill_owner_from_dataset_version() set search_path = pg_catalog, public, pg_temp;
 alter function workflow_snapshots_refuse_change() set search_path = pg_catalog, public, pg_temp;
-alter function claim_jobs(text, integer) set search_path = pg_catalog, public, pg_temp;
 alter function job_nodes_fill_owner() set search_path = pg_catalog, public, pg_temp;
 alter function models_stamp_deployed_at() set search_path = pg_catalog, public, pg_temp;
 alter function credit_transactions_refuse_change() set search_path = pg_catalog, public, pg_temp;
 alter function users_refuse_delete_with_ledger() set search_path = pg_catalog, public, pg_temp;
 alter function experiment_runs_fill_owner() set search_path = pg_catalog, public, pg_temp;
-alter function jobs_settle_credits() security definer set search_path = pg_catalog, public, pg_temp;
 alter function job_nodes_skip_downstream() security definer set search_path = pg_catalog, public, pg_temp;
-comment on function claim_jobs(text, integer) is
-    'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '
-    'SKIP LOCKED, marks them running for worker and returns them. Concurrent callers never share a job.';
 
 -- ==== Types ====
 create type version_status as enum ('pending', 'processing', 'completed', 'failed');
@@ -138,6 +134,73 @@ end;
 comment on function user_id_for_oauth(oauth_provider, text) is
     'OAuth sign-in: the id of the account this provider identity belongs to, or NULL. Reveals nothing '
     'else and changes nothing; the application then acts for that id (or signs up a new one).';
+
+-- The single place usage moves and quotas are enforced. The UPDATE locks the user row, so
+-- concurrent writers for one user queue here and a limit cannot be slipped past by racing.
+create or replace function users_adjust_usage(
+    target uuid, datasets integer default 0, workflows integer default 0,
+    models integer default 0, storage_bytes bigint default 0
+) returns void
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+declare
+    u users%rowtype;
+    lim tier_limits%rowtype;
+begin
+    update users
+       set dataset_count = dataset_count + datasets,
+           workflow_count = workflow_count + workflows,
+           model_count = model_count + models,
+           storage_used_bytes = storage_used_bytes + storage_bytes,
+           updated_at = now()
+     where id = target
+    returning * into u;
+    if not found then
+        return;  -- the owner is being deleted in this same statement (cascade)
+    end if;
+    if datasets > 0 or workflows > 0 or models > 0 or storage_bytes > 0 then
+        if u.is_deleted then
+            raise exception 'account % is closed: it cannot take on new content', target
+                using errcode = 'AM004', constraint = 'users_account_closed';
+        end if;
+        select * into lim from tier_limits where tier = u.tier;
+        if storage_bytes > 0 and u.storage_used_bytes > lim.max_storage_bytes then
+            raise exception 'storage quota exceeded: % of % bytes allowed for tier %',
+                u.storage_used_bytes, lim.max_storage_bytes, u.tier
+                using errcode = 'AM002', constraint = 'users_storage_within_tier';
+        elsif datasets > 0 and u.dataset_count > lim.max_datasets then
+            raise exception 'dataset quota exceeded: % allowed for tier %', lim.max_datasets, u.tier
+                using errcode = 'AM002', constraint = 'users_datasets_within_tier';
+        elsif workflows > 0 and u.workflow_count > lim.max_workflows then
+            raise exception 'workflow quota exceeded: % allowed for tier %', lim.max_workflows, u.tier
+                using errcode = 'AM002', constraint = 'users_workflows_within_tier';
+        elsif models > 0 and u.model_count > lim.max_models then
+            raise exception 'model quota exceeded: % allowed for tier %', lim.max_models, u.tier
+                using errcode = 'AM002', constraint = 'users_models_within_tier';
+        end if;
+    end if;
+end;
+$$;
+comment on function users_adjust_usage(uuid, integer, integer, integer, bigint) is
+    'Moves a user''s counters and storage by the given deltas and, when any grows, refuses a closed account '
+    '(AM004, users_account_closed) and going past the tier''s limits (SQLSTATE AM002, constraint '
+    'users_<what>_within_tier). Called by counter triggers.';
+
+-- A purged account is what retention left of it: nothing of it may change again (its personal data
+-- must not come back), though its ledger stays readable.
+create or replace function users_refuse_purged_change() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    raise exception 'account % was purged on %: it cannot change', old.id, old.purged_at
+        using errcode = 'AM004', constraint = 'users_account_closed';
+end;
+$$;
+comment on function users_refuse_purged_change() is
+    'BEFORE UPDATE on users whose purged_at is set: refused (AM004, users_account_closed).';
+
+create trigger users_purged_immutable before update on users
+    for each row when (old.purged_at is not null) execute function users_refuse_purged_change();
 
 create or replace function user_id_for_email(p_email text) returns uuid
 language sql stable
@@ -166,6 +229,21 @@ comment on function lock_acting_user() is
     'BEFORE statement trigger on tables whose rules lock the owner''s users row (jobs, datasets, '
     'dataset_versions, workflows, models): takes that row first, so every path locks user, then parent, '
     'then child.';
+
+create or replace function datasets_refuse_sequence_on_insert() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    raise exception 'datasets.last_version_number is the database''s: a new dataset starts at 0, not %',
+        new.last_version_number using errcode = 'AM005', constraint = 'datasets_derived_columns';
+end;
+$$;
+comment on function datasets_refuse_sequence_on_insert() is
+    'BEFORE INSERT on datasets with last_version_number <> 0: refused (AM005, datasets_derived_columns), '
+    'so a client cannot make version numbers start anywhere but 1.';
+
+create trigger datasets_derived_columns before insert on datasets
+    for each row when (new.last_version_number <> 0) execute function datasets_refuse_sequence_on_insert();
 
 -- ==== Dataset versions: state machine, stamps, numbering that moves only with its row ====
 alter table dataset_versions drop constraint dataset_versions_status_valid;
@@ -357,6 +435,19 @@ create trigger ingestion_jobs_check_transition before insert or update on ingest
     for each row execute function ingestion_jobs_check_transition();
 
 -- ==== Jobs and nodes: stamps in order, settlement and rescue ====
+-- Existing rows get the order the stamps now always have (a stamp is at least the one before it).
+alter table jobs disable trigger user;
+update jobs set queued_at = greatest(queued_at, created_at) where queued_at < created_at;
+update jobs set started_at = greatest(started_at, queued_at, created_at)
+ where started_at < coalesce(queued_at, created_at);
+update jobs set completed_at = greatest(completed_at, started_at, queued_at, created_at)
+ where completed_at < greatest(created_at, queued_at, started_at);
+alter table jobs enable trigger user;
+alter table job_nodes disable trigger user;
+update job_nodes set started_at = greatest(started_at, created_at) where started_at < created_at;
+update job_nodes set completed_at = greatest(completed_at, started_at, created_at)
+ where completed_at < coalesce(started_at, created_at);
+alter table job_nodes enable trigger user;
 alter table jobs drop constraint jobs_times_ordered;
 alter table jobs add constraint jobs_times_ordered check (
         queued_at >= created_at and started_at >= coalesce(queued_at, created_at)
@@ -365,14 +456,19 @@ alter table job_nodes drop constraint job_nodes_times_ordered;
 alter table job_nodes add constraint job_nodes_times_ordered check (
         started_at >= created_at and completed_at >= coalesce(started_at, created_at));
 comment on column jobs.created_at is 'Job creation time (stamped by the database).';
+comment on column jobs.attempt is
+    'Times a worker has claimed this job (counted by the database); the rescuer gives up at max_attempts.';
+comment on column jobs.max_attempts is 'Claims allowed before a stalled job is failed instead of requeued; fixed once created.';
+comment on column jobs.worker_id is 'Worker holding the current attempt (set by the claim, cleared by a requeue).';
 comment on column job_nodes.created_at is 'Row creation time (stamped by the database).';
 -- Lifecycle. Legal moves (anything else is SQLSTATE AM003, constraint jobs_status_transition):
 --   pending -> queued | cancelled        queued -> running | cancelled
 --   running -> completed | failed | cancelled
 --   running -> queued  (requeue by the stall rescuer, only while attempt < max_attempts)
 -- A job is inserted as pending or queued. The database stamps created_at, queued_at, started_at
--- and completed_at on every move, so they are always in that order; client-written values of
--- those are ignored.
+-- and completed_at on every move, so they are always in that order, and keeps attempt (+1 per
+-- claim) and worker_id (set by the claim); client-written values of those are ignored, so no
+-- client can make a job unclaimable for every worker.
 create or replace function jobs_check_transition() returns trigger
 language plpgsql
 set search_path = pg_catalog, public, pg_temp as $$
@@ -386,21 +482,26 @@ begin
         new.queued_at := case when new.status = 'queued' then now() end;
         new.started_at := null;
         new.completed_at := null;
+        new.attempt := 0;
+        new.worker_id := null;
+        new.heartbeat_at := null;
         return new;
     end if;
 
-    if new.workflow_snapshot_id <> old.workflow_snapshot_id
+    if new.workflow_snapshot_id <> old.workflow_snapshot_id or new.max_attempts <> old.max_attempts
        or (new.credit_cost <> old.credit_cost and old.status <> 'pending') then
-        raise exception 'job %: snapshot, and credit_cost once queued, cannot change', old.id
+        raise exception 'job %: snapshot, attempts allowed, and credit_cost once queued, cannot change', old.id
             using errcode = 'AM004', constraint = 'jobs_terms_immutable';
     end if;
 
     new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
     new.created_at := old.created_at;
+    new.attempt := old.attempt;
     if new.status = old.status then
         new.queued_at := old.queued_at;
         new.started_at := old.started_at;
         new.completed_at := old.completed_at;
+        new.worker_id := old.worker_id;
         return new;
     end if;
 
@@ -426,17 +527,79 @@ begin
             new.started_at := greatest(now(), old.queued_at, old.created_at);
             new.completed_at := null;
             new.heartbeat_at := now();
+            new.attempt := old.attempt + 1;  -- a claim; queued jobs always have an attempt left
         else
             new.queued_at := old.queued_at;
             new.started_at := old.started_at;
             new.completed_at := greatest(now(), old.started_at, old.queued_at, old.created_at);
+            new.worker_id := old.worker_id;
     end case;
     return new;
 end;
 $$;
 comment on function jobs_check_transition() is
-    'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot and queued '
-    'price (AM004), and stamps created_at / queued_at / started_at / completed_at and updated_at.';
+    'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot, attempts allowed '
+    'and queued price (AM004), stamps created_at / queued_at / started_at / completed_at and updated_at, '
+    'and keeps attempt and worker_id.';
+
+-- Credit policy: a job is charged credit_cost when it enters the queue for the first time
+-- (insert as queued, or pending -> queued), and refunded in full, once, when it ends failed
+-- or cancelled after being charged. A completed job keeps its charge; a requeue after a stall
+-- charges nothing more. Both are ledger entries, so the ledger explains every balance, and an
+-- owner without enough credits cannot queue (AM001 from the ledger). A definer: the rule holds
+-- whoever moves the job (a worker acting for nobody sees no ledger rows of its own).
+create or replace function jobs_settle_credits() returns trigger
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
+declare
+    charged integer;
+begin
+    if new.status = 'queued' and (tg_op = 'INSERT' or old.status = 'pending') and new.credit_cost > 0 then
+        insert into credit_transactions (user_id, type, amount, description, job_id)
+        values (new.user_id, 'consumption', -new.credit_cost, 'job ' || new.id, new.id);
+    elsif tg_op = 'UPDATE' and new.status in ('failed', 'cancelled') and old.status in ('queued', 'running') then
+        -- By job and owner: a job id is the client's to choose, and a purged account's ledger keeps
+        -- the ids of jobs that no longer exist.
+        select -c.amount into charged from credit_transactions c
+         where c.job_id = new.id and c.type = 'consumption' and c.user_id = new.user_id;
+        if charged > 0 and not exists (select from credit_transactions c
+                                       where c.job_id = new.id and c.type = 'refund') then
+            insert into credit_transactions (user_id, type, amount, description, job_id)
+            values (new.user_id, 'refund', charged, 'refund: job ' || new.id || ' ' || new.status, new.id);
+        end if;
+    end if;
+    return null;
+end;
+$$;
+comment on function jobs_settle_credits() is
+    'AFTER INSERT/UPDATE OF status on jobs: charges credit_cost on first queueing and refunds it once '
+    'when the job ends failed or cancelled. Completed jobs keep their charge.';
+
+-- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
+-- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
+-- Not SECURITY DEFINER: only automl_worker may call it, and it reaches every user's queued jobs
+-- through its own policies on jobs (110_security.sql).
+create or replace function claim_jobs(worker text, how_many integer default 1) returns setof jobs
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
+    return query
+    update jobs j
+       set status = 'running', worker_id = worker
+      from (select id from jobs
+             where status = 'queued'
+             order by priority desc, queued_at, id
+             limit how_many
+               for update skip locked) picked
+     where j.id = picked.id
+    returning j.*;
+end;
+$$;
+comment on function claim_jobs(text, integer) is
+    'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '
+    'SKIP LOCKED, marks them running for worker (the transition counts the attempt) and returns them. '
+    'Concurrent callers never share a job.';
 
 create or replace function rescue_stalled_jobs(stalled_after interval default '5 minutes')
 returns table (job_id uuid, action text)
@@ -446,6 +609,10 @@ declare
     candidate record;
     j record;
 begin
+    if stalled_after < interval '1 second' then
+        raise exception 'stalled_after must be at least 1 second, not %', stalled_after
+            using errcode = 'invalid_parameter_value', constraint = 'rescue_stalled_jobs_interval';
+    end if;
     for candidate in select id, user_id from jobs
                       where status = 'running' and heartbeat_at < now() - stalled_after
                       order by heartbeat_at
@@ -540,11 +707,20 @@ create trigger models_lock_acting_user before delete on models
 
 -- ==== Credits: payment references, one package rule, posting that moves only with its row ====
 alter table credit_transactions alter column id drop default;
+alter table credit_transactions add constraint credit_transactions_payment_only_purchases check (
+        type = 'purchase' or (stripe_payment_id is null and package_id is null));
+-- Every purchase carries its payment reference. NOT VALID: entries posted before migration 0002
+-- may lack one, and the ledger is never rewritten; every entry since is checked.
 alter table credit_transactions add constraint credit_transactions_purchase_payment
-    check (type <> 'purchase' or stripe_payment_id is not null);
+    check (type <> 'purchase' or stripe_payment_id is not null) not valid;
 comment on column credit_transactions.id is
     'Primary key. No column default on purpose: the posting trigger draws one when the client gives none, '
     'and only a client-chosen id pays for the duplicate check.';
+comment on column credit_transactions.created_at is 'Entry time (stamped by the database).';
+-- Even with session_replication_role = replica (bulk loads, logical replication), which silences
+-- ordinary triggers; pg_restore --disable-triggers still turns them off for a data-only restore.
+alter table credit_transactions enable always trigger credit_transactions_immutable;
+alter table credit_transactions enable always trigger credit_transactions_no_truncate;
 comment on column credit_transactions.stripe_payment_id is
     'Stripe payment credited; required for purchases and unique, so a payment is credited once.';
 -- Which tier may buy which package: written once, used by the posting trigger and the queries.
@@ -562,14 +738,22 @@ comment on function credit_package_on_sale(tier_restriction, boolean, user_tier)
     'True when a package with this restriction and active flag may be bought by an account of p_tier: '
     'active, and none (anyone), pro_only (pro) or enterprise_only (enterprise).';
 
--- Runs first (triggers fire in name order) and only when the entry is for another user than the
--- transaction acts for, under row-level security: not a definer, so it sees exactly the accounts
--- the caller may see. automl_app cannot reach another tenant's balance even for the length of a
--- refused statement; automl_billing sees every account; the owner (settlement) bypasses it.
+-- Runs first (triggers fire in name order), under row-level security, for an entry of another
+-- user than the transaction acts for or one that creates credits: not a definer, so it sees
+-- exactly the accounts the caller may see. The policies say the same, but only after the BEFORE
+-- triggers have run; this refuses before the posting locks anything (another tenant's balance, a
+-- payment id billing is about to credit). automl_billing sees every account; the owner
+-- (settlement) bypasses it.
 create or replace function credit_transactions_check_acting_user() returns trigger
 language plpgsql
 set search_path = pg_catalog, public, pg_temp as $$
 begin
+    if (new.type in ('purchase', 'adjustment') or new.stripe_payment_id is not null or new.package_id is not null)
+       and not pg_has_role('automl_billing', 'usage') then
+        raise insufficient_privilege using
+            message = format('only billing creates credits (%s entry for user %s)', new.type, new.user_id),
+            constraint = 'credit_transactions_acting_user';
+    end if;
     if not exists (select from users u where u.id = new.user_id) then
         raise insufficient_privilege using
             message = format('this transaction may not post to the ledger of user %s', new.user_id),
@@ -579,9 +763,9 @@ begin
 end;
 $$;
 comment on function credit_transactions_check_acting_user() is
-    'BEFORE INSERT on credit_transactions, for an entry of another user than app_user_id() under '
-    'row-level security: refused (42501, credit_transactions_acting_user) unless the caller may see '
-    'that account, before anything of it is locked.';
+    'BEFORE INSERT on credit_transactions under row-level security, for an entry of another user than '
+    'app_user_id() or one that creates credits: refused (42501, credit_transactions_acting_user) unless '
+    'the caller may see that account and, for credits, is billing; before anything is locked.';
 
 create or replace function credit_transactions_post() returns trigger
 language plpgsql
@@ -590,8 +774,11 @@ declare
     job jobs%rowtype;
     consumed integer;
     account_tier user_tier;
+    closed boolean;
+    purged boolean;
     package credit_packages%rowtype;
 begin
+    new.created_at := now();
     -- A key unique across users that the client chose could collide with an uncommitted twin of
     -- another account, which ON CONFLICT DO NOTHING would wait for and then skip, after the
     -- balance below had moved. So such keys are locked (transaction-scoped advisory locks keyed by
@@ -623,7 +810,8 @@ begin
            updated_at = now()
      where id = new.user_id
        and credit_balance + new.amount >= 0
-    returning credit_balance, last_entry_number, tier into new.balance_after, new.entry_number, account_tier;
+    returning credit_balance, last_entry_number, tier, is_deleted, purged_at is not null
+         into new.balance_after, new.entry_number, account_tier, closed, purged;
     if not found then
         if exists (select from users where id = new.user_id) then
             raise exception 'insufficient credits: user % cannot take %', new.user_id, new.amount
@@ -632,6 +820,11 @@ begin
         raise foreign_key_violation using
             message = format('user %s does not exist', new.user_id),
             constraint = 'credit_transactions_user_fkey';
+    end if;
+    -- A closed account spends nothing (its refunds and corrections still post); a purged one is final.
+    if purged or (closed and new.type in ('consumption', 'purchase')) then
+        raise exception 'account % is closed: no % entry', new.user_id, new.type
+            using errcode = 'AM004', constraint = 'users_account_closed';
     end if;
 
     if new.job_id is not null then
@@ -653,8 +846,8 @@ begin
                 constraint = 'credit_transactions_job_policy';
         end if;
         if new.type = 'refund' and new.amount > 0 then
-            select -c.amount into consumed from credit_transactions c
-             where c.job_id = new.job_id and c.type = 'consumption';
+            select -c.amount into consumed from credit_transactions c  -- this owner's charge of the job
+             where c.job_id = new.job_id and c.type = 'consumption' and c.user_id = new.user_id;
             if job.status not in ('failed', 'cancelled') or new.amount <> coalesce(consumed, 0) then
                 raise check_violation using
                     message = format('job %s (%s, consumed %s) cannot be refunded %s', job.id, job.status,
@@ -697,11 +890,13 @@ $$;
 comment on function credit_transactions_post() is
     'BEFORE INSERT on credit_transactions: refuses a duplicate of a client-chosen id or payment before '
     'anything moves, moves the user''s balance and entry counter in one UPDATE ... RETURNING on the '
-    'locked user row, fills id, balance_after and entry_number, and checks the job, the credit policy '
-    'and the package.';
+    'locked user row, fills id, created_at, balance_after and entry_number, and checks the account, the '
+    'job, the credit policy and the package.';
 
 create trigger credit_transactions_acting_user before insert on credit_transactions
-    for each row when (new.user_id is distinct from app_user_id() and row_security_active('users'))
+    for each row when (row_security_active('users') and (
+        new.user_id is distinct from app_user_id() or new.type in ('purchase', 'adjustment')
+        or new.stripe_payment_id is not null or new.package_id is not null))
     execute function credit_transactions_check_acting_user();
 
 -- ==== Audit and database privileges ====
@@ -715,12 +910,11 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
         select c.user_id, sum(c.amount) as total, count(*) as entries,
                (array_agg(c.balance_after order by c.entry_number desc))[1] as last_balance
           from credit_transactions c group by c.user_id
-    ), job_ledger as (
-        select c.job_id,
+    ), job_ledger as (  -- per job and owner: a purged account's ledger keeps ids a new job may reuse
+        select c.job_id, c.user_id,
                -sum(c.amount) filter (where c.type = 'consumption') as consumed,
-               sum(c.amount) filter (where c.type = 'refund') as refunded,
-               min(c.user_id::text) as entry_owner, count(distinct c.user_id) as owners
-          from credit_transactions c where c.job_id is not null group by c.job_id
+               sum(c.amount) filter (where c.type = 'refund') as refunded
+          from credit_transactions c where c.job_id is not null group by c.job_id, c.user_id
     ), dataset_counts as (
         select user_id, count(*) as n from datasets group by user_id
     ), workflow_counts as (
@@ -753,20 +947,19 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
     -- Refunds never exceed consumption; a live account's charged job exists and is its own.
     select 'credit_transactions job rules', jl.job_id::text,
            format('job consumed %s, refunded %s, job owner %s, entry owner %s',
-                  jl.consumed, jl.refunded, j.user_id, jl.entry_owner)
+                  jl.consumed, jl.refunded, j.user_id, jl.user_id)
       from job_ledger jl
-      join users u on u.id::text = jl.entry_owner
+      join users u on u.id = jl.user_id
       left join jobs j on j.id = jl.job_id
      where coalesce(jl.refunded, 0) > coalesce(jl.consumed, 0)
-        or jl.owners > 1
-        or (u.purged_at is null and (j.id is null or j.user_id::text <> jl.entry_owner))
+        or (u.purged_at is null and (j.id is null or j.user_id <> jl.user_id))
     union all
     -- Jobs are charged by the policy: credit_cost once when queued, refunded once if failed or cancelled.
     select 'jobs credits follow policy', j.id::text,
            format('status %s, credit_cost %s, charged %s, refunded %s', j.status, j.credit_cost,
                   coalesce(jl.consumed, 0), coalesce(jl.refunded, 0))
       from jobs j
-      left join job_ledger jl on jl.job_id = j.id
+      left join job_ledger jl on jl.job_id = j.id and jl.user_id = j.user_id
      where (jl.consumed is not null and jl.consumed <> j.credit_cost)
         or (j.status = 'pending' and jl.consumed is not null)
         or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and jl.consumed is null)
@@ -849,6 +1042,55 @@ comment on function check_integrity() is
     'numbering, owner links); no rows when healthy. '
     'Recomputes from the base rows, so it notices drift written behind the triggers'' back.';
 
+create or replace function purge_soft_deleted(retention interval default '30 days')
+returns table (item text, removed bigint)
+language plpgsql
+security definer set search_path = pg_catalog, public, pg_temp as $$
+declare
+    cutoff timestamptz := now() - retention;
+    doomed uuid[];
+    n bigint;
+begin
+    -- The promise to users is 30 days to change their mind; only a superuser (tests, a DBA) goes lower.
+    if retention < interval '30 days' and not (select r.rolsuper from pg_roles r where r.rolname = session_user) then
+        raise exception 'retention must be at least 30 days, not %', retention
+            using errcode = 'invalid_parameter_value', constraint = 'purge_soft_deleted_retention';
+    end if;
+    -- Lock the accounts first: a concurrent restore either wins before us or waits and fails.
+    select coalesce(array_agg(id), '{}') into doomed
+      from (select id from users
+             where is_deleted and purged_at is null and deleted_at < cutoff
+             order by id
+               for update) u;
+
+    delete from experiments where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'experiments'; removed := n; return next;
+    delete from models where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'models'; removed := n; return next;
+    delete from jobs where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'jobs'; removed := n; return next;
+    delete from workflows where user_id = any (doomed) or (is_deleted and deleted_at < cutoff);
+    get diagnostics n = row_count; item := 'workflows'; removed := n; return next;
+    delete from workflow_snapshots where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'workflow_snapshots'; removed := n; return next;
+    delete from datasets where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'datasets'; removed := n; return next;
+    delete from user_tutorial_progress where user_id = any (doomed);
+    get diagnostics n = row_count; item := 'user_tutorial_progress'; removed := n; return next;
+
+    -- The account row stays, anonymized: its ledger entries keep their owner and exact amounts.
+    update users
+       set email = null, full_name = null, oauth_provider = null, oauth_id = null,
+           email_verified = false, purged_at = now()
+     where id = any (doomed);
+    get diagnostics n = row_count; item := 'users_anonymized'; removed := n; return next;
+end;
+$$;
+comment on function purge_soft_deleted(interval) is
+    'Retention: hard-deletes workflows soft-deleted before now() - retention; for accounts soft-deleted '
+    'that long ago, deletes all their content and personal data (e-mail, name, OAuth ids) and stamps '
+    'purged_at, leaving every ledger entry untouched. Returns rows removed per table.';
+
 -- Less ambient power (called by 110_security.sql). By default every role may create temporary
 -- tables (which could shadow our names in an unpinned function), large objects (data outside
 -- every table and policy) and take advisory locks (which the ledger uses for client-chosen keys).
@@ -896,6 +1138,13 @@ grant select on tier_limits, credit_packages, tutorials to automl_billing;
 grant insert (oauth_provider, oauth_id, email_verified) on users to automl_app;
 grant select, update (tier) on users to automl_billing;
 grant select, insert on credit_transactions to automl_billing;
+revoke update on jobs, job_nodes from automl_app;
+-- The queue tables: column-level UPDATE only (what the queries change), so no runtime role may
+-- LOCK TABLE them, which table-level UPDATE or DELETE would allow whatever the policies say.
+grant update (status, priority, credit_cost, celery_task_id, results, error_message, error_traceback)
+    on jobs to automl_app;
+grant update (worker_id) on jobs to automl_worker;
+grant update (status, output_data, error_message) on job_nodes to automl_app;
 create policy users_billing_read on users for select to automl_billing using (true);
 create policy users_billing_update on users for update to automl_billing using (true) with check (true);
 create policy credit_transactions_billing_read on credit_transactions for select to automl_billing using (true);
@@ -903,7 +1152,8 @@ create policy credit_transactions_billing_insert on credit_transactions for inse
     with check (type in ('purchase', 'adjustment'));
 drop policy credit_transactions_tenant_insert on credit_transactions;
 create policy credit_transactions_tenant_insert on credit_transactions for insert to automl_app
-    with check (user_id = (select app_user_id()) and type in ('consumption', 'refund'));
+    with check (user_id = (select app_user_id()) and type in ('consumption', 'refund')
+                and stripe_payment_id is null and package_id is null);
 comment on policy users_billing_read on users is 'automl_billing reads every account: it credits any of them.';
 comment on policy users_billing_update on users is
     'automl_billing changes any account''s tier (its column privilege is tier alone).';
@@ -929,3 +1179,14 @@ revoke execute on function pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_ad
     pg_catalog.pg_try_advisory_xact_lock_shared(bigint), pg_catalog.pg_try_advisory_xact_lock_shared(integer, integer)
     from public;
 grant execute on function pg_catalog.pg_advisory_xact_lock(integer, integer) to automl_owner;
+-- Arbitrary WAL records (logical decoding messages): writes, even for automl_readonly.
+do $$
+declare
+    signature regprocedure;
+begin
+    for signature in select oid::regprocedure from pg_proc where proname = 'pg_logical_emit_message'
+    loop
+        execute format('revoke execute on function %s from public', signature);
+    end loop;
+end;
+$$;

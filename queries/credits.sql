@@ -10,14 +10,14 @@ select * from credit_packages
  order by credits, name;
 
 -- name: purchase_credits(user_id, package_id, stripe_payment_id)^
--- Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry.
+-- Billing: credit a package bought with a Stripe payment; a repeated payment id returns the first entry (AlreadyExists if it credited another account).
 with offer as (
     select p.id, p.credits, p.name
       from credit_packages p
       join users u on u.id = :user_id
      where p.id = :package_id and credit_package_on_sale(p.tier_restriction, p.is_active, u.tier)
 ), done as (
-    select * from credit_transactions where stripe_payment_id = :stripe_payment_id
+    select * from credit_transactions where stripe_payment_id = :stripe_payment_id and user_id = :user_id
 ), posted as (
     insert into credit_transactions (user_id, type, amount, description, package_id, stripe_payment_id)
     select :user_id, 'purchase', offer.credits, 'purchase: ' || offer.name, offer.id, :stripe_payment_id
@@ -27,7 +27,7 @@ with offer as (
 )
 select * from posted
 union all
-select * from done where done.user_id = :user_id;
+select * from done;
 
 -- name: adjust_credits(user_id, amount, description)^
 -- Billing: a manual correction, positive or negative (never below zero).

@@ -50,7 +50,8 @@ begin atomic
        and coalesce(jsonb_typeof(doc -> 'edges') = 'array', false)
        and not exists (select from jsonb_array_elements(doc -> 'nodes') as n(node)
                        where coalesce(jsonb_typeof(n.node -> 'id') <> 'string', true)
-                          or n.node ->> 'id' = '')
+                          or n.node ->> 'id' = ''
+                          or coalesce(jsonb_typeof(n.node -> 'type') not in ('string', 'null'), false))
        and (select count(*) = count(distinct n.node ->> 'id')
             from jsonb_array_elements(doc -> 'nodes') as n(node))
        and not exists (select from jsonb_array_elements(doc -> 'edges') as e(edge)
@@ -62,8 +63,9 @@ begin atomic
                                          where n.node ->> 'id' = e.edge ->> 'target'));
 end;
 comment on function workflow_graph_is_valid(jsonb) is
-    'True when doc is {"nodes": [...], "edges": [...]}: nodes carry unique non-empty string ids, '
-    'edges carry string source/target naming existing nodes. Used by workflow and snapshot CHECKs.';
+    'True when doc is {"nodes": [...], "edges": [...]}: nodes carry unique non-empty string ids (and a '
+    'type, when given, is a string), edges carry string source/target naming existing nodes. Used by '
+    'workflow and snapshot CHECKs.';
 
 -- Soft delete: is_deleted is what clients set; deleted_at is the database's record of when.
 create function stamp_deleted_at() returns trigger

@@ -166,6 +166,10 @@ begin
         return;  -- the owner is being deleted in this same statement (cascade)
     end if;
     if datasets > 0 or workflows > 0 or models > 0 or storage_bytes > 0 then
+        if u.is_deleted then
+            raise exception 'account % is closed: it cannot take on new content', target
+                using errcode = 'AM004', constraint = 'users_account_closed';
+        end if;
         select * into lim from tier_limits where tier = u.tier;
         if storage_bytes > 0 and u.storage_used_bytes > lim.max_storage_bytes then
             raise exception 'storage quota exceeded: % of % bytes allowed for tier %',
@@ -185,8 +189,25 @@ begin
 end;
 $$;
 comment on function users_adjust_usage(uuid, integer, integer, integer, bigint) is
-    'Moves a user''s counters and storage by the given deltas and, when any grows, refuses going past '
-    'the tier''s limits (SQLSTATE AM002, constraint users_<what>_within_tier). Called by counter triggers.';
+    'Moves a user''s counters and storage by the given deltas and, when any grows, refuses a closed account '
+    '(AM004, users_account_closed) and going past the tier''s limits (SQLSTATE AM002, constraint '
+    'users_<what>_within_tier). Called by counter triggers.';
+
+-- A purged account is what retention left of it: nothing of it may change again (its personal data
+-- must not come back), though its ledger stays readable.
+create function users_refuse_purged_change() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    raise exception 'account % was purged on %: it cannot change', old.id, old.purged_at
+        using errcode = 'AM004', constraint = 'users_account_closed';
+end;
+$$;
+comment on function users_refuse_purged_change() is
+    'BEFORE UPDATE on users whose purged_at is set: refused (AM004, users_account_closed).';
+
+create trigger users_purged_immutable before update on users
+    for each row when (old.purged_at is not null) execute function users_refuse_purged_change();
 
 -- Rows never change owner: counters, quotas and the composite keys all assume it.
 create function refuse_owner_change() returns trigger

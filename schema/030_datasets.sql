@@ -44,6 +44,21 @@ comment on index datasets_user_created_idx is 'A user''s datasets newest first; 
 create trigger datasets_set_updated_at before update on datasets
     for each row execute function set_updated_at();
 
+create function datasets_refuse_sequence_on_insert() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    raise exception 'datasets.last_version_number is the database''s: a new dataset starts at 0, not %',
+        new.last_version_number using errcode = 'AM005', constraint = 'datasets_derived_columns';
+end;
+$$;
+comment on function datasets_refuse_sequence_on_insert() is
+    'BEFORE INSERT on datasets with last_version_number <> 0: refused (AM005, datasets_derived_columns), '
+    'so a client cannot make version numbers start anywhere but 1.';
+
+create trigger datasets_derived_columns before insert on datasets
+    for each row when (new.last_version_number <> 0) execute function datasets_refuse_sequence_on_insert();
+
 create table dataset_versions (
     id                  uuid primary key default gen_random_uuid(),
     dataset_id          uuid not null,
@@ -54,14 +69,14 @@ create table dataset_versions (
     original_filename   text,
     original_format     file_format not null default 'unknown',
     original_size_bytes bigint not null default 0,
-    s3_path             text,
+    s3_path             object_path,
     parquet_size_bytes  bigint,
     row_count           integer,
     column_count        integer,
-    columns_metadata    jsonb,
+    columns_metadata    bounded_jsonb,
     status              version_status not null default 'pending',
     content_sha256      text,
-    error_message       text,
+    error_message       error_text,
     created_at          timestamptz not null default now(),
     processed_at        timestamptz,
     updated_at          timestamptz not null default now(),
@@ -229,9 +244,9 @@ create table dataset_profiles (
     missing_cells      bigint,
     duplicate_rows     bigint,
     memory_bytes       bigint,
-    columns            jsonb not null default '{}',
-    correlations       jsonb,
-    alerts             jsonb not null default '[]',
+    columns            bounded_jsonb not null default '{}',
+    correlations       bounded_jsonb,
+    alerts             bounded_jsonb not null default '[]',
     profiler           text not null default 'ydata-profiling',
     profiler_version   text,
     duration_ms        integer,
@@ -245,7 +260,8 @@ create table dataset_profiles (
     constraint dataset_profiles_columns_shape check (jsonb_is_object(columns)),
     constraint dataset_profiles_correlations_shape check (correlations is null or jsonb_is_object(correlations)),
     constraint dataset_profiles_alerts_shape check (coalesce(jsonb_typeof(alerts) = 'array', false)),
-    constraint dataset_profiles_profiler_length check (length(btrim(profiler)) between 1 and 100)
+    constraint dataset_profiles_profiler_length check (length(btrim(profiler)) between 1 and 100),
+    constraint dataset_profiles_profiler_version_length check (length(btrim(profiler_version)) between 1 and 100)
 );
 comment on table dataset_profiles is
     'Statistical profile of one dataset version, in the shape ydata-profiling reports: table-level '
@@ -302,7 +318,7 @@ create table ingestion_jobs (
     max_attempts       integer not null default 3,
     worker_id          text,
     heartbeat_at       timestamptz,
-    error_message      text,
+    error_message      error_text,
     created_at         timestamptz not null default now(),
     started_at         timestamptz,
     completed_at       timestamptz,

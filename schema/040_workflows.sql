@@ -9,7 +9,7 @@ create table workflows (
     user_id     uuid not null references users (id) on delete cascade,
     name        text not null,
     description text,
-    definition  jsonb not null default '{"nodes": [], "edges": []}',
+    definition  bounded_jsonb not null default '{"nodes": [], "edges": []}',
     is_deleted  boolean not null default false,
     deleted_at  timestamptz,
     created_at  timestamptz not null default now(),
@@ -50,7 +50,7 @@ create table workflow_snapshots (
     id            uuid primary key default gen_random_uuid(),
     workflow_id   uuid,
     user_id       uuid not null references users (id) on delete cascade,
-    snapshot_data jsonb not null,
+    snapshot_data bounded_jsonb not null,
     created_at    timestamptz not null default now(),
     constraint workflow_snapshots_workflow_fkey foreign key (workflow_id, user_id)
         references workflows (id, user_id) on delete set null (workflow_id),

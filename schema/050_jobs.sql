@@ -12,9 +12,9 @@ create table jobs (
     credit_cost          integer not null default 0,
     priority             integer not null default 0,
     celery_task_id       text,
-    results              jsonb,
-    error_message        text,
-    error_traceback      text,
+    results              bounded_jsonb,
+    error_message        error_text,
+    error_traceback      traceback_text,
     idempotency_key      text,
     attempt              integer not null default 0,
     max_attempts         integer not null default 3,
@@ -53,9 +53,10 @@ comment on column jobs.error_message is 'Short error when the job failed.';
 comment on column jobs.error_traceback is 'Full stack trace when the job failed.';
 comment on column jobs.idempotency_key is
     'Optional client key, unique per user, so a retried submission cannot start (and charge) a job twice.';
-comment on column jobs.attempt is 'Times a worker has claimed this job; the rescuer gives up at max_attempts.';
-comment on column jobs.max_attempts is 'Claims allowed before a stalled job is failed instead of requeued.';
-comment on column jobs.worker_id is 'Worker holding the current attempt.';
+comment on column jobs.attempt is
+    'Times a worker has claimed this job (counted by the database); the rescuer gives up at max_attempts.';
+comment on column jobs.max_attempts is 'Claims allowed before a stalled job is failed instead of requeued; fixed once created.';
+comment on column jobs.worker_id is 'Worker holding the current attempt (set by the claim, cleared by a requeue).';
 comment on column jobs.heartbeat_at is 'Last sign of life from that worker; a stale beat lets the rescuer requeue the job.';
 comment on column jobs.queued_at is 'When the job entered the queue (latest time, after a requeue).';
 comment on column jobs.created_at is 'Job creation time (stamped by the database).';
@@ -83,8 +84,8 @@ create table job_nodes (
     node_id       text not null,
     node_type     node_type,
     status        node_status not null default 'pending',
-    output_data   jsonb,
-    error_message text,
+    output_data   bounded_jsonb,
+    error_message error_text,
     started_at    timestamptz,
     completed_at  timestamptz,
     created_at    timestamptz not null default now(),
@@ -136,8 +137,9 @@ create trigger job_nodes_set_updated_at before update on job_nodes
 --   running -> completed | failed | cancelled
 --   running -> queued  (requeue by the stall rescuer, only while attempt < max_attempts)
 -- A job is inserted as pending or queued. The database stamps created_at, queued_at, started_at
--- and completed_at on every move, so they are always in that order; client-written values of
--- those are ignored.
+-- and completed_at on every move, so they are always in that order, and keeps attempt (+1 per
+-- claim) and worker_id (set by the claim); client-written values of those are ignored, so no
+-- client can make a job unclaimable for every worker.
 create function jobs_check_transition() returns trigger
 language plpgsql
 set search_path = pg_catalog, public, pg_temp as $$
@@ -151,21 +153,26 @@ begin
         new.queued_at := case when new.status = 'queued' then now() end;
         new.started_at := null;
         new.completed_at := null;
+        new.attempt := 0;
+        new.worker_id := null;
+        new.heartbeat_at := null;
         return new;
     end if;
 
-    if new.workflow_snapshot_id <> old.workflow_snapshot_id
+    if new.workflow_snapshot_id <> old.workflow_snapshot_id or new.max_attempts <> old.max_attempts
        or (new.credit_cost <> old.credit_cost and old.status <> 'pending') then
-        raise exception 'job %: snapshot, and credit_cost once queued, cannot change', old.id
+        raise exception 'job %: snapshot, attempts allowed, and credit_cost once queued, cannot change', old.id
             using errcode = 'AM004', constraint = 'jobs_terms_immutable';
     end if;
 
     new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
     new.created_at := old.created_at;
+    new.attempt := old.attempt;
     if new.status = old.status then
         new.queued_at := old.queued_at;
         new.started_at := old.started_at;
         new.completed_at := old.completed_at;
+        new.worker_id := old.worker_id;
         return new;
     end if;
 
@@ -191,17 +198,20 @@ begin
             new.started_at := greatest(now(), old.queued_at, old.created_at);
             new.completed_at := null;
             new.heartbeat_at := now();
+            new.attempt := old.attempt + 1;  -- a claim; queued jobs always have an attempt left
         else
             new.queued_at := old.queued_at;
             new.started_at := old.started_at;
             new.completed_at := greatest(now(), old.started_at, old.queued_at, old.created_at);
+            new.worker_id := old.worker_id;
     end case;
     return new;
 end;
 $$;
 comment on function jobs_check_transition() is
-    'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot and queued '
-    'price (AM004), and stamps created_at / queued_at / started_at / completed_at and updated_at.';
+    'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot, attempts allowed '
+    'and queued price (AM004), stamps created_at / queued_at / started_at / completed_at and updated_at, '
+    'and keeps attempt and worker_id.';
 
 -- Credit policy: a job is charged credit_cost when it enters the queue for the first time
 -- (insert as queued, or pending -> queued), and refunded in full, once, when it ends failed
@@ -219,8 +229,10 @@ begin
         insert into credit_transactions (user_id, type, amount, description, job_id)
         values (new.user_id, 'consumption', -new.credit_cost, 'job ' || new.id, new.id);
     elsif tg_op = 'UPDATE' and new.status in ('failed', 'cancelled') and old.status in ('queued', 'running') then
+        -- By job and owner: a job id is the client's to choose, and a purged account's ledger keeps
+        -- the ids of jobs that no longer exist.
         select -c.amount into charged from credit_transactions c
-         where c.job_id = new.id and c.type = 'consumption';
+         where c.job_id = new.id and c.type = 'consumption' and c.user_id = new.user_id;
         if charged > 0 and not exists (select from credit_transactions c
                                        where c.job_id = new.id and c.type = 'refund') then
             insert into credit_transactions (user_id, type, amount, description, job_id)
@@ -262,7 +274,7 @@ begin
     -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
     return query
     update jobs j
-       set status = 'running', worker_id = worker, attempt = j.attempt + 1
+       set status = 'running', worker_id = worker
       from (select id from jobs
              where status = 'queued'
              order by priority desc, queued_at, id
@@ -274,7 +286,8 @@ end;
 $$;
 comment on function claim_jobs(text, integer) is
     'Worker API: claims up to how_many queued jobs (highest priority, then oldest) with FOR UPDATE '
-    'SKIP LOCKED, marks them running for worker and returns them. Concurrent callers never share a job.';
+    'SKIP LOCKED, marks them running for worker (the transition counts the attempt) and returns them. '
+    'Concurrent callers never share a job.';
 
 create function heartbeat_job(job uuid, worker text) returns boolean
 language sql
@@ -295,6 +308,10 @@ declare
     candidate record;
     j record;
 begin
+    if stalled_after < interval '1 second' then
+        raise exception 'stalled_after must be at least 1 second, not %', stalled_after
+            using errcode = 'invalid_parameter_value', constraint = 'rescue_stalled_jobs_interval';
+    end if;
     for candidate in select id, user_id from jobs
                       where status = 'running' and heartbeat_at < now() - stalled_after
                       order by heartbeat_at

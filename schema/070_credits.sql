@@ -97,7 +97,8 @@ create table credit_transactions (
             else amount <> 0
         end),
     constraint credit_transactions_job_required check (type not in ('consumption', 'refund') or job_id is not null),
-    constraint credit_transactions_purchase_payment check (type <> 'purchase' or stripe_payment_id is not null),
+    constraint credit_transactions_payment_only_purchases check (
+        type = 'purchase' or (stripe_payment_id is null and package_id is null)),
     constraint credit_transactions_description_length check (length(description) <= 1000),
     constraint credit_transactions_stripe_payment_id_length check (length(stripe_payment_id) between 1 and 255)
 );
@@ -121,7 +122,12 @@ comment on column credit_transactions.job_id is
 comment on column credit_transactions.package_id is 'Package bought, for purchases.';
 comment on column credit_transactions.stripe_payment_id is
     'Stripe payment credited; required for purchases and unique, so a payment is credited once.';
-comment on column credit_transactions.created_at is 'Entry time.';
+comment on column credit_transactions.created_at is 'Entry time (stamped by the database).';
+
+-- Every purchase carries its payment reference. NOT VALID: entries posted before migration 0002
+-- may lack one, and the ledger is never rewritten; every entry since is checked.
+alter table credit_transactions add constraint credit_transactions_purchase_payment
+    check (type <> 'purchase' or stripe_payment_id is not null) not valid;
 
 create unique index credit_transactions_job_consumption_key on credit_transactions (job_id)
     where type = 'consumption';
@@ -132,14 +138,22 @@ comment on index credit_transactions_job_consumption_key is 'A job is charged at
 comment on index credit_transactions_job_refund_key is 'A job is refunded at most once.';
 comment on index credit_transactions_package_idx is 'Foreign key index; sales per package.';
 
--- Runs first (triggers fire in name order) and only when the entry is for another user than the
--- transaction acts for, under row-level security: not a definer, so it sees exactly the accounts
--- the caller may see. automl_app cannot reach another tenant's balance even for the length of a
--- refused statement; automl_billing sees every account; the owner (settlement) bypasses it.
+-- Runs first (triggers fire in name order), under row-level security, for an entry of another
+-- user than the transaction acts for or one that creates credits: not a definer, so it sees
+-- exactly the accounts the caller may see. The policies say the same, but only after the BEFORE
+-- triggers have run; this refuses before the posting locks anything (another tenant's balance, a
+-- payment id billing is about to credit). automl_billing sees every account; the owner
+-- (settlement) bypasses it.
 create function credit_transactions_check_acting_user() returns trigger
 language plpgsql
 set search_path = pg_catalog, public, pg_temp as $$
 begin
+    if (new.type in ('purchase', 'adjustment') or new.stripe_payment_id is not null or new.package_id is not null)
+       and not pg_has_role('automl_billing', 'usage') then
+        raise insufficient_privilege using
+            message = format('only billing creates credits (%s entry for user %s)', new.type, new.user_id),
+            constraint = 'credit_transactions_acting_user';
+    end if;
     if not exists (select from users u where u.id = new.user_id) then
         raise insufficient_privilege using
             message = format('this transaction may not post to the ledger of user %s', new.user_id),
@@ -149,9 +163,9 @@ begin
 end;
 $$;
 comment on function credit_transactions_check_acting_user() is
-    'BEFORE INSERT on credit_transactions, for an entry of another user than app_user_id() under '
-    'row-level security: refused (42501, credit_transactions_acting_user) unless the caller may see '
-    'that account, before anything of it is locked.';
+    'BEFORE INSERT on credit_transactions under row-level security, for an entry of another user than '
+    'app_user_id() or one that creates credits: refused (42501, credit_transactions_acting_user) unless '
+    'the caller may see that account and, for credits, is billing; before anything is locked.';
 
 create function credit_transactions_post() returns trigger
 language plpgsql
@@ -160,8 +174,11 @@ declare
     job jobs%rowtype;
     consumed integer;
     account_tier user_tier;
+    closed boolean;
+    purged boolean;
     package credit_packages%rowtype;
 begin
+    new.created_at := now();
     -- A key unique across users that the client chose could collide with an uncommitted twin of
     -- another account, which ON CONFLICT DO NOTHING would wait for and then skip, after the
     -- balance below had moved. So such keys are locked (transaction-scoped advisory locks keyed by
@@ -193,7 +210,8 @@ begin
            updated_at = now()
      where id = new.user_id
        and credit_balance + new.amount >= 0
-    returning credit_balance, last_entry_number, tier into new.balance_after, new.entry_number, account_tier;
+    returning credit_balance, last_entry_number, tier, is_deleted, purged_at is not null
+         into new.balance_after, new.entry_number, account_tier, closed, purged;
     if not found then
         if exists (select from users where id = new.user_id) then
             raise exception 'insufficient credits: user % cannot take %', new.user_id, new.amount
@@ -202,6 +220,11 @@ begin
         raise foreign_key_violation using
             message = format('user %s does not exist', new.user_id),
             constraint = 'credit_transactions_user_fkey';
+    end if;
+    -- A closed account spends nothing (its refunds and corrections still post); a purged one is final.
+    if purged or (closed and new.type in ('consumption', 'purchase')) then
+        raise exception 'account % is closed: no % entry', new.user_id, new.type
+            using errcode = 'AM004', constraint = 'users_account_closed';
     end if;
 
     if new.job_id is not null then
@@ -223,8 +246,8 @@ begin
                 constraint = 'credit_transactions_job_policy';
         end if;
         if new.type = 'refund' and new.amount > 0 then
-            select -c.amount into consumed from credit_transactions c
-             where c.job_id = new.job_id and c.type = 'consumption';
+            select -c.amount into consumed from credit_transactions c  -- this owner's charge of the job
+             where c.job_id = new.job_id and c.type = 'consumption' and c.user_id = new.user_id;
             if job.status not in ('failed', 'cancelled') or new.amount <> coalesce(consumed, 0) then
                 raise check_violation using
                     message = format('job %s (%s, consumed %s) cannot be refunded %s', job.id, job.status,
@@ -267,8 +290,8 @@ $$;
 comment on function credit_transactions_post() is
     'BEFORE INSERT on credit_transactions: refuses a duplicate of a client-chosen id or payment before '
     'anything moves, moves the user''s balance and entry counter in one UPDATE ... RETURNING on the '
-    'locked user row, fills id, balance_after and entry_number, and checks the job, the credit policy '
-    'and the package.';
+    'locked user row, fills id, created_at, balance_after and entry_number, and checks the account, the '
+    'job, the credit policy and the package.';
 
 create function credit_transactions_refuse_change() returns trigger
 language plpgsql
@@ -283,7 +306,9 @@ comment on function credit_transactions_refuse_change() is
     'Refuses UPDATE, DELETE and TRUNCATE of the ledger, for every role.';
 
 create trigger credit_transactions_acting_user before insert on credit_transactions
-    for each row when (new.user_id is distinct from app_user_id() and row_security_active('users'))
+    for each row when (row_security_active('users') and (
+        new.user_id is distinct from app_user_id() or new.type in ('purchase', 'adjustment')
+        or new.stripe_payment_id is not null or new.package_id is not null))
     execute function credit_transactions_check_acting_user();
 create trigger credit_transactions_post before insert on credit_transactions
     for each row execute function credit_transactions_post();
@@ -291,6 +316,10 @@ create trigger credit_transactions_immutable before update or delete on credit_t
     for each row execute function credit_transactions_refuse_change();
 create trigger credit_transactions_no_truncate before truncate on credit_transactions
     for each statement execute function credit_transactions_refuse_change();
+-- Even with session_replication_role = replica (bulk loads, logical replication), which silences
+-- ordinary triggers; pg_restore --disable-triggers still turns them off for a data-only restore.
+alter table credit_transactions enable always trigger credit_transactions_immutable;
+alter table credit_transactions enable always trigger credit_transactions_no_truncate;
 
 -- Financial records outlive accounts: an account with ledger entries is closed (soft delete) and
 -- purged, never deleted. The foreign key's RESTRICT would refuse too, but PostgreSQL 15/16 report

@@ -77,6 +77,8 @@ create table user_tutorial_progress (
     constraint user_tutorial_progress_current_step_nonnegative check (current_step >= 0),
     constraint user_tutorial_progress_content_version_positive check (content_version >= 1),
     constraint user_tutorial_progress_steps_no_nulls check (array_position(completed_steps, null) is null),
+    constraint user_tutorial_progress_steps_bounded check (
+        cardinality(completed_steps) <= 1000 and octet_length(array_to_string(completed_steps, '')) <= 100000),
     constraint user_tutorial_progress_times_ordered check (
         last_activity_at >= started_at and completed_at >= started_at)
 );

@@ -14,6 +14,11 @@ declare
     doomed uuid[];
     n bigint;
 begin
+    -- The promise to users is 30 days to change their mind; only a superuser (tests, a DBA) goes lower.
+    if retention < interval '30 days' and not (select r.rolsuper from pg_roles r where r.rolname = session_user) then
+        raise exception 'retention must be at least 30 days, not %', retention
+            using errcode = 'invalid_parameter_value', constraint = 'purge_soft_deleted_retention';
+    end if;
     -- Lock the accounts first: a concurrent restore either wins before us or waits and fails.
     select coalesce(array_agg(id), '{}') into doomed
       from (select id from users
@@ -59,12 +64,11 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
         select c.user_id, sum(c.amount) as total, count(*) as entries,
                (array_agg(c.balance_after order by c.entry_number desc))[1] as last_balance
           from credit_transactions c group by c.user_id
-    ), job_ledger as (
-        select c.job_id,
+    ), job_ledger as (  -- per job and owner: a purged account's ledger keeps ids a new job may reuse
+        select c.job_id, c.user_id,
                -sum(c.amount) filter (where c.type = 'consumption') as consumed,
-               sum(c.amount) filter (where c.type = 'refund') as refunded,
-               min(c.user_id::text) as entry_owner, count(distinct c.user_id) as owners
-          from credit_transactions c where c.job_id is not null group by c.job_id
+               sum(c.amount) filter (where c.type = 'refund') as refunded
+          from credit_transactions c where c.job_id is not null group by c.job_id, c.user_id
     ), dataset_counts as (
         select user_id, count(*) as n from datasets group by user_id
     ), workflow_counts as (
@@ -97,20 +101,19 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
     -- Refunds never exceed consumption; a live account's charged job exists and is its own.
     select 'credit_transactions job rules', jl.job_id::text,
            format('job consumed %s, refunded %s, job owner %s, entry owner %s',
-                  jl.consumed, jl.refunded, j.user_id, jl.entry_owner)
+                  jl.consumed, jl.refunded, j.user_id, jl.user_id)
       from job_ledger jl
-      join users u on u.id::text = jl.entry_owner
+      join users u on u.id = jl.user_id
       left join jobs j on j.id = jl.job_id
      where coalesce(jl.refunded, 0) > coalesce(jl.consumed, 0)
-        or jl.owners > 1
-        or (u.purged_at is null and (j.id is null or j.user_id::text <> jl.entry_owner))
+        or (u.purged_at is null and (j.id is null or j.user_id <> jl.user_id))
     union all
     -- Jobs are charged by the policy: credit_cost once when queued, refunded once if failed or cancelled.
     select 'jobs credits follow policy', j.id::text,
            format('status %s, credit_cost %s, charged %s, refunded %s', j.status, j.credit_cost,
                   coalesce(jl.consumed, 0), coalesce(jl.refunded, 0))
       from jobs j
-      left join job_ledger jl on jl.job_id = j.id
+      left join job_ledger jl on jl.job_id = j.id and jl.user_id = j.user_id
      where (jl.consumed is not null and jl.consumed <> j.credit_cost)
         or (j.status = 'pending' and jl.consumed is not null)
         or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and jl.consumed is null)

@@ -70,7 +70,13 @@ grant select, insert, update, delete on datasets, dataset_versions, dataset_prof
 revoke update on datasets from automl_app;
 grant update (name, description, problem_type, target_column, current_version_id) on datasets to automl_app;
 grant select, insert on workflow_snapshots, credit_transactions to automl_app;
-grant select, insert, update on jobs, job_nodes to automl_app;
+-- The queue tables: column-level UPDATE only (what the queries change), so no runtime role may
+-- LOCK TABLE them, which table-level UPDATE or DELETE would allow whatever the policies say.
+grant select, insert on jobs, job_nodes to automl_app;
+grant update (status, priority, credit_cost, celery_task_id, results, error_message, error_traceback)
+    on jobs to automl_app;
+grant update (worker_id) on jobs to automl_worker;
+grant update (status, output_data, error_message) on job_nodes to automl_app;
 grant select, update (tier) on users to automl_billing;
 grant select, insert on credit_transactions to automl_billing;
 
@@ -124,7 +130,8 @@ alter table credit_transactions force row level security;
 create policy credit_transactions_tenant_read on credit_transactions for select to automl_app
     using (user_id = (select app_user_id()));
 create policy credit_transactions_tenant_insert on credit_transactions for insert to automl_app
-    with check (user_id = (select app_user_id()) and type in ('consumption', 'refund'));
+    with check (user_id = (select app_user_id()) and type in ('consumption', 'refund')
+                and stripe_payment_id is null and package_id is null);
 create policy credit_transactions_billing_read on credit_transactions for select to automl_billing using (true);
 create policy credit_transactions_billing_insert on credit_transactions for insert to automl_billing
     with check (type in ('purchase', 'adjustment'));
@@ -157,3 +164,14 @@ revoke execute on function pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_ad
     pg_catalog.pg_try_advisory_xact_lock_shared(bigint), pg_catalog.pg_try_advisory_xact_lock_shared(integer, integer)
     from public;
 grant execute on function pg_catalog.pg_advisory_xact_lock(integer, integer) to automl_owner;
+-- Arbitrary WAL records (logical decoding messages): writes, even for automl_readonly.
+do $$
+declare
+    signature regprocedure;
+begin
+    for signature in select oid::regprocedure from pg_proc where proname = 'pg_logical_emit_message'
+    loop
+        execute format('revoke execute on function %s from public', signature);
+    end loop;
+end;
+$$;

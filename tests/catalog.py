@@ -73,7 +73,8 @@ CATALOG_QUERIES: dict[str, str] = {
         select p.oid::regprocedure::text, {acl('p.proacl')}
           from pg_proc p
          where p.pronamespace = 'pg_catalog'::regnamespace
-           and (p.proname like 'lo\\_%%' or p.proname like '%%advisory%%')""",
+           and (p.proname like 'lo\\_%%' or p.proname like '%%advisory%%'
+                or p.proname = 'pg_logical_emit_message')""",
     "reference rows": "select tier::text, max_storage_bytes::text, coalesce(max_datasets::text, ''),"
                       " coalesce(max_workflows::text, ''), coalesce(max_models::text, '') from tier_limits",
 }

@@ -72,10 +72,10 @@ def make_snapshot(conn: Conn, user_id: uuid.UUID, workflow_id: uuid.UUID | None 
 
 
 def make_job(conn: Conn, user_id: uuid.UUID, status: str = "pending", cost: int = 0,
-             snapshot_id: uuid.UUID | None = None) -> uuid.UUID:
+             snapshot_id: uuid.UUID | None = None, max_attempts: int = 3) -> uuid.UUID:
     snapshot_id = snapshot_id or make_snapshot(conn, user_id)
-    return new_id(conn, "insert into jobs (user_id, workflow_snapshot_id, status, credit_cost)"
-                       " values (%s, %s, %s, %s) returning id", [user_id, snapshot_id, status, cost])
+    return new_id(conn, "insert into jobs (user_id, workflow_snapshot_id, status, credit_cost, max_attempts)"
+                       " values (%s, %s, %s, %s, %s) returning id", [user_id, snapshot_id, status, cost, max_attempts])
 
 
 def make_model(conn: Conn, user_id: uuid.UUID, job_id: uuid.UUID | None = None,

@@ -127,8 +127,7 @@ def test_claim_uses_the_partial_index(conn: Conn) -> None:
 def test_heartbeat_and_rescue(conn: Conn) -> None:
     user = make_user(conn)
     give_credits(conn, user, 100)
-    retry = make_job(conn, user, status="queued", cost=10)
-    conn.execute("update jobs set max_attempts = 1 where id = %s", [retry])
+    retry = make_job(conn, user, status="queued", cost=10, max_attempts=1)
     fresh = make_job(conn, user, status="queued")
     stalled = make_job(conn, user, status="queued")
     worker_of = {row["id"]: row["worker_id"] for row in conn.execute("select * from claim_jobs('w', 3)")}
@@ -149,8 +148,7 @@ def test_heartbeat_and_rescue(conn: Conn) -> None:
 
 def test_requeue_is_refused_once_attempts_are_spent(conn: Conn) -> None:
     user = make_user(conn)
-    job = make_job(conn, user, status="queued")
-    conn.execute("update jobs set max_attempts = 1 where id = %s", [job])
+    job = make_job(conn, user, status="queued", max_attempts=1)
     conn.execute("select * from claim_jobs('w')")
     assert_refused(conn, "update jobs set status = 'queued' where id = %s", [job],
                    sqlstate="AM003", constraint="jobs_status_transition")

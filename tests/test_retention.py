@@ -77,7 +77,7 @@ def test_purge_removes_content_and_personal_data_but_keeps_the_ledger(conn: Conn
     # The e-mail is free again, and a purged account cannot come back.
     make_user(conn, email="leaving@example.com")
     assert_refused(conn, "update users set is_deleted = false where id = %s", [gone],
-                   sqlstate="23514", constraint="users_purged_is_deleted")
+                   sqlstate="AM004", constraint="users_account_closed")
     assert json.dumps(report)  # the report is plain data for logs
 
 

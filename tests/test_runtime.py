@@ -169,6 +169,7 @@ def test_codegen_reads_types_and_nullability_from_the_catalog(db_url: str) -> No
     assert listing["current_version_number"].nullable  # outer join: declared nullable in the SQL
     assert (listing["problem_type"].annotation, listing["problem_type"].nullable) == ("ProblemType", True)
     assert loaded["list_jobs"].optional == {"before_created_at", "before_id"}
-    assert loaded["list_jobs"].param_types["before_created_at"] == "datetime"
-    assert loaded["create_workflow"].param_json == {"definition"}
+    assert loaded["list_jobs"].param_types["before_created_at"] == "AwareDatetime"
+    assert loaded["create_workflow"].param_types["definition"] == "JsonParam"
+    assert loaded["submit_job"].param_types["credit_cost"] == "Int4"
 

@@ -1,7 +1,9 @@
--- 010_enums.sql — the enumerated types shared across domains.
+-- 010_types.sql — the enumerated types and domains shared across tables.
 --
--- Owns every PostgreSQL enum. Labels are the seed's, in the seed's order; new labels are
--- added by migration with ALTER TYPE ... ADD VALUE (never removed: rows may hold them).
+-- Owns every PostgreSQL enum and domain. Enum labels are the seed's, in the seed's order; new
+-- labels are added by migration with ALTER TYPE ... ADD VALUE (never removed: rows may hold them).
+-- Domains carry the rules that bound what a client may write into a column of their kind; a
+-- domain's CHECK runs only when a value is written, not on every UPDATE of the row.
 
 create type user_tier as enum ('free', 'pro', 'enterprise');
 comment on type user_tier is 'Billing tier of a user; its limits live in tier_limits.';
@@ -46,3 +48,24 @@ comment on type tier_restriction is 'Which tiers may buy a credit package.';
 
 create type metric_goal as enum ('maximize', 'minimize');
 comment on type metric_goal is 'Whether a larger or a smaller value of an experiment''s primary metric is better.';
+
+-- Bounds on what clients write, so that whatever the database holds can be read back by any
+-- client: Python's json module, for one, recurses once per level and gives up near 1,000.
+create domain bounded_jsonb as jsonb
+    constraint bounded_jsonb_limits check (
+        pg_column_size(value) <= 1048576 and not jsonb_path_exists(value, 'strict $.**{33 to last}'));
+comment on domain bounded_jsonb is
+    'A JSON document a client writes: at most 1 MiB as stored and 32 levels deep (no value more than 32 '
+    'arrays or objects below the top).';
+
+create domain error_text as text
+    constraint error_text_length check (length(value) <= 10000);
+comment on domain error_text is 'A short error description: at most 10,000 characters.';
+
+create domain traceback_text as text
+    constraint traceback_text_length check (length(value) <= 100000);
+comment on domain traceback_text is 'A stack trace: at most 100,000 characters.';
+
+create domain object_path as text
+    constraint object_path_length check (length(btrim(value)) between 1 and 2048);
+comment on domain object_path is 'Where an object lives in the object store (s3://bucket/key): 1-2,048 characters, not blank.';
