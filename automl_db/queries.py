@@ -1639,6 +1639,7 @@ with job as (
     insert into jobs (user_id, workflow_snapshot_id, status, credit_cost, priority, idempotency_key)
     values (%(user_id)s, %(workflow_snapshot_id)s, 'queued', %(credit_cost)s, coalesce(%(priority)s::integer, 0),
             %(idempotency_key)s)
+    on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
     returning *
 ), nodes as (
     insert into job_nodes (job_id, user_id, node_id, node_type)
@@ -1650,6 +1651,9 @@ with job as (
      cross join lateral jsonb_array_elements(s.snapshot_data -> 'nodes') as node
 )
 select * from job
+union all
+select * from jobs
+ where user_id = %(user_id)s and idempotency_key = %(idempotency_key)s and not exists (select from job)
 """
 
 
@@ -1663,7 +1667,7 @@ def submit_job(
     priority: Int4 | None = None,
     idempotency_key: Text | None = None,
 ) -> Job | None:
-    """Queue a job for a snapshot and charge its cost, atomically; one pending node row per graph node."""
+    """Queue a job for a snapshot and charge its cost, atomically, with one pending node row per graph node; a repeated idempotency_key returns the first job (charged once)."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(

@@ -2,12 +2,13 @@
 -- owner's views. Charging, refunds, transitions and stamps are the database's (050_jobs.sql).
 
 -- name: submit_job(user_id, workflow_snapshot_id, credit_cost, priority, idempotency_key)^
--- Queue a job for a snapshot and charge its cost, atomically; one pending node row per graph node.
+-- Queue a job for a snapshot and charge its cost, atomically, with one pending node row per graph node; a repeated idempotency_key returns the first job (charged once).
 -- optional: priority, idempotency_key
 with job as (
     insert into jobs (user_id, workflow_snapshot_id, status, credit_cost, priority, idempotency_key)
     values (:user_id, :workflow_snapshot_id, 'queued', :credit_cost, coalesce(:priority::integer, 0),
             :idempotency_key)
+    on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
     returning *
 ), nodes as (
     insert into job_nodes (job_id, user_id, node_id, node_type)
@@ -18,7 +19,10 @@ with job as (
       join workflow_snapshots s on s.id = job.workflow_snapshot_id and s.user_id = job.user_id
      cross join lateral jsonb_array_elements(s.snapshot_data -> 'nodes') as node
 )
-select * from job;
+select * from job
+union all
+select * from jobs
+ where user_id = :user_id and idempotency_key = :idempotency_key and not exists (select from job);
 
 -- name: create_pending_job(user_id, workflow_snapshot_id, credit_cost, priority)^
 -- Create a job without queueing it (no charge until queue_job).

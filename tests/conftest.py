@@ -11,7 +11,7 @@ connect as automl_app (`app_url`), automl_worker, automl_billing and automl_read
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -20,6 +20,8 @@ from psycopg.rows import DictRow, dict_row
 
 from automl_db import migrate
 from automl_db.database import enable_local_logins, resolve_url, with_database, with_user
+from automl_db.errors import AutomlDbError
+from tests import pgbouncer
 
 _clone_numbers = itertools.count()
 
@@ -53,8 +55,15 @@ def drop_database(server_url: str, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    """Any database on the test server; used to create and drop the others."""
-    return resolve_url()
+    """Any database on the test server; used to create and drop the others. An unreachable server
+    stops the whole run at once, in one line, instead of failing every test."""
+    try:
+        url = resolve_url()
+        psycopg.connect(url, connect_timeout=5).close()
+    except (AutomlDbError, psycopg.Error) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.exit(f"cannot reach the test server: {first}", returncode=2)
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +107,16 @@ def billing_url(db_url: str) -> str:
 @pytest.fixture
 def readonly_url(db_url: str) -> str:
     return with_user(db_url, "automl_readonly")
+
+
+@pytest.fixture(scope="session")
+def through_pgbouncer(server_url: str) -> Iterator[Callable[[str], str]]:
+    """Turns a test database's URL into the same database through a real PgBouncer in transaction
+    mode (started once per session)."""
+    if not pgbouncer.installed():
+        pytest.skip("PgBouncer is not installed (Debian: apt-get install pgbouncer; .ci/run installs it)")
+    with pgbouncer.running(server_url) as through:
+        yield through
 
 
 @pytest.fixture

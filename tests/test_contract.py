@@ -1,0 +1,362 @@
+"""The typed API's contract at its edges: bad arguments, what the database holds, lost connections,
+session state, unknown commit outcomes. Each case was once a raw exception, a silent coercion, a
+hang or a leak."""
+
+import asyncio
+import threading
+import time
+import uuid
+from contextlib import suppress
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import DictRow
+
+from automl_db import aqueries as aq
+from automl_db import queries as q
+from automl_db.config import Settings
+from automl_db.db import AsyncDatabase, Database
+from automl_db.errors import (
+    CommitOutcomeUnknown,
+    DatabaseUnavailable,
+    InvalidInput,
+    Retryable,
+    TransactionFailed,
+)
+from automl_db.rows import JobStatus, ProblemType
+from automl_db.runtime import MAX_JSON_DEPTH
+from automl_db.shapes import WorkflowGraph
+from tests.helpers import as_role, give_credits, make_dataset, make_snapshot, make_user, one, table_contents, value
+
+Conn = psycopg.Connection[DictRow]
+SMALL = Settings(pool_min_size=1, pool_max_size=2, pool_timeout=5)
+
+
+@pytest.fixture
+def app(app_url: str) -> Any:
+    with Database(app_url, settings=SMALL) as database:
+        yield database
+
+
+def nested(levels: int) -> Any:
+    doc: Any = 1
+    for _ in range(levels):
+        doc = [doc]
+    return doc
+
+
+# Arguments are checked before anything reaches the server.
+
+BAD_ARGUMENTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("sign_up", "full_name", {"email": "a@example.com", "full_name": "lone \ud800 surrogate"}),
+    ("sign_up", "email", {"email": "nul\x00@example.com"}),
+    ("create_workflow", "definition", {"name": "w", "definition": {"nodes": [], "edges": [], "cost": Decimal("1.5")}}),
+    ("create_workflow", "definition", {"name": "w", "definition": {"nodes": [], "edges": [], "tags": {"a", "b"}}}),
+    ("create_workflow", "definition", {"name": "w", "definition": {"nodes": [], "edges": [], "x": float("nan")}}),
+    ("create_workflow", "definition", {"name": "w", "definition": nested(10_000)}),
+    ("create_workflow", "definition", {"name": "w", "definition": nested(MAX_JSON_DEPTH + 1)}),
+    ("create_workflow", "definition", {"name": "w", "definition": {"nodes": [], "edges": [], "\x00": 1}}),
+    ("submit_job", "credit_cost", {"credit_cost": 0.4}),
+    ("submit_job", "credit_cost", {"credit_cost": 9.5}),
+    ("submit_job", "credit_cost", {"credit_cost": "5"}),
+    ("submit_job", "credit_cost", {"credit_cost": True}),
+    ("submit_job", "credit_cost", {"credit_cost": 2**31}),
+    ("submit_job", "workflow_snapshot_id", {"credit_cost": 1, "workflow_snapshot_id": "not-a-uuid"}),
+    ("list_jobs", "before_created_at", {"page_size": 5, "before_created_at": datetime(2030, 1, 1)}),
+    ("create_dataset", "problem_type", {"name": "d", "problem_type": "classification"}),
+]
+
+
+@pytest.mark.parametrize(("function", "parameter", "arguments"), BAD_ARGUMENTS,
+                         ids=[f"{f}-{p}-{i}" for i, (f, p, _) in enumerate(BAD_ARGUMENTS)])
+def test_a_bad_argument_is_refused_by_name_and_nothing_is_written(
+        conn: Conn, app: Database, function: str, parameter: str, arguments: dict[str, Any]) -> None:
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    snapshot = make_snapshot(conn, user)
+    before = table_contents(conn)
+    defaults = {"sign_up": {}, "create_workflow": {"user_id": user}, "create_dataset": {"user_id": user},
+                "submit_job": {"user_id": user, "workflow_snapshot_id": snapshot},
+                "list_jobs": {"user_id": user}}[function]
+    with pytest.raises(InvalidInput) as refused, app.transaction(user_id=user) as c:
+        getattr(q, function)(c, **(defaults | arguments))
+    assert refused.value.parameter == parameter
+    assert f"argument {parameter}" in str(refused.value)
+    assert table_contents(conn) == before
+
+
+def test_the_async_functions_check_their_arguments_too(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+
+    async def scenario() -> None:
+        async with await AsyncDatabase.connect(app_url, settings=SMALL) as db:
+            with pytest.raises(InvalidInput) as refused:
+                async with db.transaction(user_id=user) as c:
+                    await aq.create_dataset(c, user_id=user, name="d", description="\ud800")
+            assert refused.value.parameter == "description"
+
+    asyncio.run(scenario())
+
+
+def test_good_arguments_still_pass(conn: Conn, app: Database) -> None:
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    graph = WorkflowGraph.model_validate({"nodes": [{"id": "ü", "type": "dataset"}], "edges": []})
+    with app.transaction(user_id=user) as c:
+        workflow = q.create_workflow(c, user_id=user, name="Zürich 🚀", definition=graph)
+        assert workflow is not None
+        deep = q.create_workflow(c, user_id=user, name="deep",
+                                 definition={"nodes": [], "edges": [], "x": nested(MAX_JSON_DEPTH - 1)})
+        assert deep is not None
+        dataset = q.create_dataset(c, user_id=user, name="d", problem_type=ProblemType.REGRESSION)
+        assert dataset is not None
+        jobs = q.list_jobs(c, user_id=user, page_size=5, before_created_at=datetime.now().astimezone())
+        assert jobs == []
+
+
+# The database agrees: every client holds to the same bounds.
+
+def test_the_database_bounds_what_any_client_writes(conn: Conn, app_url: str) -> None:
+    user = make_user(conn)
+    dataset = make_dataset(conn, user)
+    with as_role(app_url, user) as app:
+        huge = "x" * 10_000_000
+        cases: list[tuple[str, list[Any], str]] = [
+            ("insert into dataset_versions (dataset_id, s3_path) values (%s, %s)", [dataset, huge],
+             "object_path_length"),
+            ("insert into workflows (user_id, name, definition) values (%s, 'w', %s::jsonb)",
+             [user, "[" * 40 + "]" * 40], "bounded_jsonb_limits"),
+            ("insert into workflows (user_id, name, definition) values (%s, 'w', jsonb_build_object("
+             "'nodes', '[]'::jsonb, 'edges', '[]'::jsonb, 'blob', repeat('x', 2000000)))", [user],
+             "bounded_jsonb_limits"),
+            ("insert into datasets (user_id, name, description) values (%s, 'd', %s)", [user, huge],
+             "datasets_description_length"),
+        ]
+        for statement, params, rule in cases:
+            with pytest.raises(psycopg.Error) as refused:
+                app.execute(statement, params)
+            assert refused.value.diag.constraint_name == rule, statement
+
+
+def test_every_column_a_client_writes_is_bounded(conn: Conn) -> None:
+    """A text or JSON column that automl_app, automl_worker or automl_billing may write carries a
+    length (or size and depth) rule: a domain with a CHECK, or a CHECK of its table naming it."""
+    unbounded = conn.execute("""
+        select c.relname || '.' || a.attname as column_name
+          from pg_attribute a
+          join pg_class c on c.oid = a.attrelid
+          join pg_type t on t.oid = a.atttypid
+         where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
+           and (t.typcategory = 'S' or t.typname in ('jsonb', 'json') or t.typelem = 'text'::regtype
+                or t.typbasetype in ('jsonb'::regtype, 'text'::regtype))
+           and exists (select from unnest(array['automl_app', 'automl_worker', 'automl_billing']) r(role)
+                        where has_column_privilege(r.role, c.oid, a.attnum, 'INSERT')
+                           or has_column_privilege(r.role, c.oid, a.attnum, 'UPDATE'))
+           and not exists (select from pg_constraint k where k.contypid = a.atttypid and k.contype = 'c')
+           and not exists (select from pg_constraint k
+                            where k.conrelid = c.oid and k.contype = 'c' and a.attnum = any (k.conkey)
+                              and pg_get_constraintdef(k.oid) ~ '(length|cardinality|= ANY|~ )')
+         order by 1""").fetchall()
+    assert unbounded == []
+
+
+# Reading never breaks: whatever the database holds comes back typed.
+
+def test_timestamps_python_cannot_hold_read_as_the_ends_of_time(conn: Conn, app: Database) -> None:
+    user = make_user(conn)
+    ends = [make_dataset(conn, user, name) for name in ("future", "past", "far")]
+    conn.execute("update datasets set created_at = 'infinity' where id = %s", [ends[0]])
+    conn.execute("update datasets set created_at = '-infinity' where id = %s", [ends[1]])
+    conn.execute("update datasets set created_at = '12000-01-01' where id = %s", [ends[2]])
+    with app.transaction(user_id=user) as c:
+        listed = {d.name: d.created_at for d in q.list_datasets(c, user_id=user)}
+    assert listed["future"].year == 9999
+    assert listed["far"].year == 9999
+    assert listed["past"].year == 1
+
+
+def test_a_label_added_by_a_newer_migration_reads_back(conn: Conn, app: Database) -> None:
+    user = make_user(conn)
+    dataset = make_dataset(conn, user)
+    conn.execute("alter type problem_type add value 'forecasting'")
+    conn.execute("update datasets set problem_type = 'forecasting' where id = %s", [dataset])
+    with app.transaction(user_id=user) as c:
+        read = q.get_dataset(c, user_id=user, id=dataset)
+    assert read is not None
+    assert read.problem_type == "forecasting"
+    assert isinstance(read.problem_type, ProblemType)
+
+
+# Fail fast with the cause.
+
+@pytest.mark.parametrize(("url", "cause"), [
+    ("postgresql://postgres@127.0.0.1:1/postgres", "refused"),
+    ("postgresql://postgres@no-such-host.invalid/postgres", "no-such-host.invalid"),
+    ("{server}/no_such_database", "no_such_database"),
+    ("{nobody}", "nobody_"),
+    ("{nologin}", "not permitted to log in"),
+])
+def test_a_wrong_url_fails_at_once_with_the_servers_words(server_url: str, conn: Conn, url: str, cause: str) -> None:
+    role = f"nobody_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"create role {role}_nl nologin")
+    try:
+        from automl_db.database import with_database, with_user
+        target = url.format(server=with_database(server_url, "x").rsplit("/x", 1)[0],
+                            nobody=with_user(server_url, role), nologin=with_user(server_url, f"{role}_nl"))
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable) as refused:
+            Database(target, settings=Settings(connect_timeout=5, pool_timeout=30))
+        assert time.monotonic() - started < 6
+        assert cause in str(refused.value)
+        assert "\n" not in str(refused.value)
+        with pytest.raises(DatabaseUnavailable):
+            asyncio.run(AsyncDatabase.connect(target, settings=Settings(connect_timeout=5)))
+    finally:
+        conn.execute(f"drop role {role}_nl")
+
+
+# Clean connections: nothing crosses from one transaction to the next.
+
+def test_session_state_does_not_leak_to_the_next_transaction(app_url: str, conn: Conn) -> None:
+    a, b = make_user(conn), make_user(conn)
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        with db.transaction(user_id=a) as c:
+            c.execute("select set_config('automl.user_id', %s, false)", [str(b)])
+            c.execute("set statement_timeout = 1")
+            c.execute("set search_path = pg_temp")
+            c.execute("set role automl_app")
+        with db.transaction() as c:
+            row = c.execute("select current_setting('automl.user_id', true), current_setting('statement_timeout'),"
+                            " current_setting('search_path'), current_user").fetchone()
+            assert row == ("", "0", '"$user", public', "automl_app")
+            assert q.get_user(c, id=b) is None  # acting for nobody
+
+        def swallow_a_failure() -> None:
+            with db.transaction(user_id=a) as c, suppress(psycopg.Error):
+                c.execute("set statement_timeout = 1")
+                c.execute("select 1/0")  # swallowed: the transaction is aborted all the same
+
+        with pytest.raises(TransactionFailed):
+            swallow_a_failure()
+        with db.transaction() as c:
+            assert c.execute("show statement_timeout").fetchone() == ("0",)
+
+
+def test_a_statement_timeout_holds_per_transaction(app_url: str) -> None:
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1, statement_timeout_ms=100)) as db:
+        with pytest.raises(Retryable) as timed_out, db.transaction() as c:
+            c.execute("select pg_sleep(2)")
+        assert timed_out.value.sqlstate == "57014"
+
+
+def test_without_prepared_statements_for_transaction_poolers(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+    for threshold, prepared in [(None, 0), (5, 1)]:
+        with (Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1, prepare_threshold=threshold)) as db,
+              db.transaction(user_id=user) as c):
+            for _ in range(20):
+                q.get_user(c, id=user)
+            count = c.execute("select count(*) from pg_prepared_statements").fetchone()
+            assert count is not None
+            assert min(count[0], 1) == prepared
+
+
+def test_a_connection_killed_between_uses_is_replaced_quietly(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+    with Database(app_url, settings=Settings(pool_min_size=2, pool_max_size=2)) as db:
+        with db.transaction(user_id=user) as c:
+            q.get_user(c, id=user)
+        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity"
+                     " where usename = 'automl_app' and datname = current_database()")
+        for _ in range(4):
+            with db.transaction(user_id=user) as c:
+                assert q.get_user(c, id=user) is not None
+
+
+# Honest failures at commit, and a retry helper that retries only what is safe.
+
+@pytest.fixture
+def slow_commit(conn: Conn) -> str:
+    """A table whose rows make COMMIT wait two seconds (a deferred trigger), so the connection can be
+    killed while the transaction commits."""
+    conn.execute("create table commit_probe (id int); grant insert, select on commit_probe to automl_app")
+    conn.execute("create function commit_probe_wait() returns trigger language plpgsql"
+                 " set search_path = pg_catalog, public, pg_temp as"
+                 " $$ begin perform pg_sleep(2); return null; end $$")
+    conn.execute("create constraint trigger commit_probe_wait after insert on commit_probe"
+                 " deferrable initially deferred for each row execute function commit_probe_wait()")
+    return "insert into commit_probe values (1)"
+
+
+def kill_while_committing(conn: Conn, role: str = "automl_app") -> threading.Thread:
+    def killer() -> None:
+        time.sleep(0.7)
+        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = %s"
+                     " and datname = current_database() and query like 'commit%%'", [role])
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    return thread
+
+
+def test_a_connection_lost_at_commit_is_an_unknown_outcome(app_url: str, conn: Conn, slow_commit: str) -> None:
+    with Database(app_url, settings=SMALL) as db:
+        killer = kill_while_committing(conn)
+        with pytest.raises(CommitOutcomeUnknown) as unknown, db.transaction() as c:
+            c.execute(slow_commit)
+        killer.join()
+        assert not isinstance(unknown.value, Retryable)
+        with db.transaction() as c:  # the pool carries on
+            c.execute("select 1")
+
+
+def test_run_retries_what_is_retryable_and_refuses_to_guess(app_url: str, conn: Conn, slow_commit: str) -> None:
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    snapshot = make_snapshot(conn, user)
+    attempts: list[int] = []
+    with Database(app_url, settings=SMALL) as db:
+        def deadlocked_once(c: psycopg.Connection[Any]) -> int:
+            attempts.append(1)
+            if len(attempts) == 1:
+                c.execute("do $$ begin raise exception 'x' using errcode = '40P01'; end $$")
+            return 7
+
+        assert db.run(deadlocked_once) == 7
+        assert len(attempts) == 2
+
+        def submit(c: psycopg.Connection[Any]) -> Any:
+            c.execute(slow_commit)
+            return q.submit_job(c, user_id=user, workflow_snapshot_id=snapshot, credit_cost=10,
+                                idempotency_key="checkout-42")
+
+        killer = kill_while_committing(conn)
+        with pytest.raises(CommitOutcomeUnknown):
+            db.run(submit, user_id=user)  # not idempotent: not retried
+        killer.join()
+        killer = kill_while_committing(conn)
+        job = db.run(submit, user_id=user, idempotent=True)  # keyed: safe to run again
+        killer.join()
+        assert job is not None
+        assert job.status == JobStatus.QUEUED
+    assert value(conn, "select count(*) from jobs where idempotency_key = 'checkout-42'") == 1
+    assert one(conn, "select credit_balance from users where id = %s", [user]) == {"credit_balance": 90}
+
+
+def test_a_resubmitted_key_returns_the_first_job(conn: Conn, app: Database) -> None:
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    snapshot = make_snapshot(conn, user)
+    with app.transaction(user_id=user) as c:
+        first = q.submit_job(c, user_id=user, workflow_snapshot_id=snapshot, credit_cost=10, idempotency_key="k")
+    with app.transaction(user_id=user) as c:
+        again = q.submit_job(c, user_id=user, workflow_snapshot_id=snapshot, credit_cost=10, idempotency_key="k")
+    assert first is not None
+    assert again == first
+    assert one(conn, "select credit_balance from users where id = %s", [user]) == {"credit_balance": 90}
+    assert value(conn, "select count(*) from job_nodes where job_id = %s", [first.id]) == len(
+        value(conn, "select snapshot_data -> 'nodes' from workflow_snapshots where id = %s", [snapshot]))
+    assert timedelta(0) <= datetime.now().astimezone() - first.created_at
