@@ -57,7 +57,7 @@ create index floor_jobs_claimable on bench.floor_jobs (priority desc, queued_at,
 """,
     enqueue="insert into bench.floor_jobs (status, priority)"
             " select 'queued', g %% 10 from generate_series(1, %(count)s::int) g",
-    clear_finished="delete from bench.floor_jobs where status = 'completed'",
+    clear="delete from bench.floor_jobs where status in ('queued', 'completed')",
     counts="select count(*) filter (where status = 'queued'), count(*) filter (where status = 'completed')"
            " from bench.floor_jobs",
     claim=f"""with picked as (

@@ -42,7 +42,7 @@ create index pgboss_job_fetch on bench.pgboss_job (name, priority desc, created_
     enqueue="insert into bench.pgboss_job (name, priority, policy, created_on, start_after)"
             " select 'bench', g %% 10, 'standard', clock_timestamp(), now() - interval '1 second'"
             " from generate_series(1, %(count)s::int) g",
-    clear_finished="delete from bench.pgboss_job where state = 'completed'",
+    clear="delete from bench.pgboss_job where state in ('created', 'completed')",
     counts="select count(*) filter (where state < 'active'), count(*) filter (where state = 'completed')"
            " from bench.pgboss_job",
     claim="""with next as (

@@ -10,6 +10,7 @@ measured as completed rows before and after each run, not pgbench transactions.
 
 import time
 from functools import partial
+from typing import cast
 
 import psycopg
 
@@ -28,7 +29,7 @@ PROJECT = Queue(
           f" values ({uid('0')}, {uid('0')}, '{{\"nodes\": [], \"edges\": []}}') on conflict do nothing;",
     enqueue=f"insert into jobs (user_id, workflow_snapshot_id, status, priority)"
             f" select {uid('0')}, {uid('0')}, 'queued', g %% 10 from generate_series(1, %(count)s::int) g",
-    clear_finished="delete from jobs where status = 'completed'",
+    clear="delete from jobs where status in ('queued', 'completed')",
     counts="select count(*) filter (where status = 'queued'), count(*) filter (where status = 'completed') from jobs",
     claim=f"select id from claim_jobs('{WORKER}', {{n}})",
     complete="update jobs set status = 'completed' where {match}",
@@ -40,9 +41,8 @@ GOALS = (Goal("floor", 0.8), Goal("pg-boss-style", 1.0))
 
 
 def _counts(conn: Conn, side: Queue) -> tuple[int, int]:
-    row = conn.execute(side.counts).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])  # type: ignore[call-overload]
+    """(claimable, completed) jobs of `side`."""
+    return cast(tuple[int, int], conn.execute(side.counts).fetchone())
 
 
 def top_up(conn: Conn, side: Queue, depth: int) -> None:
@@ -79,12 +79,12 @@ class Bench:
                 conn.execute(f"vacuum analyze {side.table}")
 
     def reset(self, finished: int) -> None:
-        """Start a case: no completed jobs, then `finished` ones built through each side's own claim
-        and completion."""
-        self.depth = self.base_depth  # a batch size of its own: deepen the queues only as it needs
+        """Start a case from empty queues and `finished` completed jobs, built through each side's own
+        claim and completion."""
+        self.depth = self.base_depth  # each batch size deepens the queues only as far as it needs
         with psycopg.connect(self.url, autocommit=True) as conn:
             for side in self.sides:
-                conn.execute(side.clear_finished)
+                conn.execute(side.clear)
                 if finished:
                     side.finish(conn, finished)
                 conn.execute(f"vacuum analyze {side.table}")
@@ -150,8 +150,9 @@ def run(url: str, *, seconds: int, rounds: int, depth: int, finished: int) -> Ta
             " 'completed', completed_on = now(), output = ...`), its claim index in claim order. Same schema:"
             " the floor's statements on a copy of `jobs` (`LIKE ... INCLUDING ALL`), setting what the triggers"
             " set. Figures are jobs per second (claimed and completed), counted in the tables. Every queue is"
-            f" topped up to at least {depth:,} queued jobs before each round; the finished-jobs case starts"
-            f" from {finished:,} jobs each side claimed and completed itself."
+            f" topped up to the same depth, at least {depth:,} jobs, before each round; a run that empties its"
+            " queue is discarded and run again on a deeper one. Each case starts from empty queues; the"
+            f" finished-jobs case adds {finished:,} jobs each side enqueued, claimed and completed itself."
         ),
         project="automl_db",
         baselines=("floor", "same schema", "pg-boss-style"),

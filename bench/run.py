@@ -39,7 +39,7 @@ class Sizes:
 
 
 FULL = Sizes(accounts=1000, history=1000, finished=1_000_000, depth=200_000)
-QUICK = Sizes(accounts=1000, history=10, finished=10_000, depth=20_000)
+QUICK = Sizes(accounts=1000, history=10, finished=10_000, depth=50_000)
 
 
 def fresh_database(server_url: str, name: str) -> str:
@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     args_given = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, help="duration of each run (default 5; --quick: 1)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 5; --quick: 2)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 5; --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="small tables, short runs (smoke test)")
     parser.add_argument("--only", choices=["ledger", "queue", "api"], help="run one benchmark, print, write nothing")
     args = parser.parse_args(args_given)
     seconds = args.seconds or (1 if args.quick else 5)
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 5)
     sizes = QUICK if args.quick else FULL
 
     url = fresh_database(resolve_url(), DATABASE)

@@ -45,7 +45,7 @@ QUEUE = Queue(
     enqueue=f"insert into bench.same_jobs (user_id, workflow_snapshot_id, status, priority, queued_at)"
             f" select {uid('0')}, {uid('0')}, 'queued', g %% 10, clock_timestamp()"
             f" from generate_series(1, %(count)s::int) g",
-    clear_finished="delete from bench.same_jobs where status = 'completed'",
+    clear="delete from bench.same_jobs where status in ('queued', 'completed')",
     counts="select count(*) filter (where status = 'queued'), count(*) filter (where status = 'completed')"
            " from bench.same_jobs",
     claim=f"""with picked as (

@@ -15,6 +15,9 @@ Conn = psycopg.Connection[tuple[object, ...]]
 #: The worker name every claim uses.
 WORKER = "bench-worker"
 
+#: Every table but automl_db's lives in this schema, away from the project's names and audit.
+SCHEMA = "create schema if not exists bench"
+
 
 def uid(n: str) -> str:
     """A deterministic uuid for account number n (an SQL expression), so scripts need no lookups."""
@@ -48,8 +51,8 @@ class Queue:
     setup: str
     #: Add %(count)s claimable jobs.
     enqueue: str
-    #: Delete every completed job.
-    clear_finished: str
+    #: Delete every claimable and completed job: a case starts from an empty queue.
+    clear: str
     #: One row: (claimable jobs, completed jobs).
     counts: str
     #: A statement claiming up to {n} jobs for WORKER and returning their `id`.
@@ -81,6 +84,3 @@ class Queue:
                     raise RuntimeError(f"{self.label}: the queue ran dry while building history")
                 conn.execute(self.complete.format(match="id = any (%(ids)s)"), {"ids": ids})
             done += len(ids)
-
-#: Every table but automl_db's lives in this schema, away from the project's names and audit.
-SCHEMA = "create schema if not exists bench"
