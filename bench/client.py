@@ -166,6 +166,10 @@ def run(url: str, *, seconds: float, rounds: int, depth: int) -> Table:
             state["depth"] = max(state["depth"], int(3 * rate * seconds))
             return rate
 
+        # Warm both paths on every pooled connection first (psycopg prepares a statement on its
+        # fifth run per connection; pydantic builds validators on first use), so no round pays it.
+        for call in (typed_get, raw_get, typed_post, raw_post, typed_cycle, raw_cycle):
+            _throughput(call, THREADS, 0.2)
         rows = []
         for case, typed, raw in [("get_user (read one row), 4 threads", typed_get, raw_get),
                                  ("adjust_credits (ledger insert), 4 threads", typed_post, raw_post)]:
@@ -177,7 +181,7 @@ def run(url: str, *, seconds: float, rounds: int, depth: int) -> Table:
                                    RAW: partial(cycles, raw_cycle, threads)}, rounds, before_round=refill)
             rows.append(_row(f"worker loop (claim_job + complete_job), {threads} thread{'s' * (threads > 1)}",
                              samples, CALLS, "cycles/s"))
-        for _ in range(20):  # warm both paths (prepared statements, pydantic validators)
+        for _ in range(20):
             typed_list()
             raw_list()
         samples = interleaved({"typed": partial(_latency_ms, typed_list, 30), RAW: partial(_latency_ms, raw_list, 30)},
