@@ -82,6 +82,23 @@ def _verdict(met: bool | None) -> str:
     return "n/a" if met is None else ("met" if met else "**not met**")
 
 
+def verdicts(t: Table) -> str:
+    """Each goal of the table, met or not, naming the cases that miss it."""
+    pairs = [(row.case, str(goal), met) for row in t.rows for goal, met in row.verdicts()]
+    count = sum(1 for _, _, met in pairs if met)
+    parts = []
+    for goal in dict.fromkeys(goal for _, goal, _ in pairs):
+        cases = [(case, met) for case, g, met in pairs if g == goal]
+        missed = [case + (" (n/a)" if met is None else "") for case, met in cases if not met]
+        if not missed:
+            parts.append(f"{goal}: met" + (" in every case" if len(cases) > 1 else ""))
+        elif len(missed) == len(cases):
+            parts.append(f"{goal}: **not met**" + (" in any case" if len(cases) > 1 else ""))
+        else:
+            parts.append(f"{goal}: **not met** for {'; '.join(missed)}")
+    return f"{count} of {len(pairs)} met. " + ". ".join(parts) + "."
+
+
 def table(t: Table, run: Run) -> list[str]:
     header = ["case", t.project]
     for i, baseline in enumerate(t.baselines):
@@ -94,8 +111,6 @@ def table(t: Table, run: Run) -> list[str]:
             cells += [_figure(row.baselines.get(baseline), row.unit), _ratio(row.ratio(baseline), bold=i == 0)]
         cells.append("; ".join(f"{goal}: {_verdict(met)}" for goal, met in row.verdicts()))
         lines.append("| " + " | ".join(cells) + " |")
-    goals = sorted({str(goal) for row in t.rows for goal in row.goals})
-    verdicts = [met for row in t.rows for _, met in row.verdicts()]
     return [
         f"## {t.title}",
         "",
@@ -106,20 +121,15 @@ def table(t: Table, run: Run) -> list[str]:
         "",
         *lines,
         "",
-        f"Goals: {', '.join(goals)} — {verdicts.count(True)} of {len(verdicts)} met.",
+        f"Goals of issue 10: {verdicts(t)}",
         *(["", *t.notes] if t.notes else []),
         "",
     ]
 
 
 def document(tables: list[Table], run: Run, broken: int) -> str:
-    verdicts = [met for t in tables for row in t.rows for _, met in row.verdicts()]
-    summary = []
-    for t in tables:
-        missed = [f"{row.case}, {goal}" for row in t.rows for goal, met in row.verdicts() if not met]
-        count = sum(len(row.goals) for row in t.rows)
-        summary.append(f"- {t.title}: {count - len(missed)} of {count} met"
-                       + (f"; not met: {'; '.join(missed)}." if missed else "."))
+    every = [met for t in tables for row in t.rows for _, met in row.verdicts()]
+    summary = [f"- {t.title}: {verdicts(t)}" for t in tables]
     lines = [
         "# Benchmarks",
         "",
@@ -133,7 +143,7 @@ def document(tables: list[Table], run: Run, broken: int) -> str:
         "the database keeping its own rules. Every figure is the median of interleaved rounds: each round",
         "runs every side once, in a rotating order, so drift hits all sides alike.",
         "",
-        f"Issue 10's goals: {verdicts.count(True)} of {len(verdicts)} met.",
+        f"Issue 10's goals: {every.count(True)} of {len(every)} met.",
         "",
         *summary,
         "",
