@@ -45,6 +45,7 @@ server:
 down:
     automl-db stop
 
-# Benchmarks against raw baselines in the same run; figures into docs/benchmarks.md
+# Benchmarks against their physical floors in the same run; figures into docs/benchmarks.md
+# (--quick: smoke test; --only ledger|queue|api: print one table, write nothing)
 bench *args:
     python -m bench.run {{ args }}

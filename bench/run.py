@@ -1,23 +1,45 @@
-"""`just bench`: build a fresh benchmark database by the migrations, run every benchmark against
-its raw baseline in the same run, and write the figures to docs/benchmarks.md.
+"""`just bench`: build a fresh benchmark database by the migrations, measure every hot path against
+its physical floor and its other baselines in the same run, audit the database, and write the
+figures to docs/benchmarks.md.
 
-    python -m bench.run [--seconds N] [--quick]
+    python -m bench.run [--seconds N] [--rounds N] [--quick] [--only ledger|queue|api]
+
+--quick: small tables and short runs (a smoke test). --only: one benchmark, printed, nothing written.
 """
 
 import argparse
 import os
 import platform
+import shlex
+import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
 from automl_db import migrate
-from automl_db.database import resolve_url, with_database
-from bench import api, integrity
+from automl_db.database import enable_local_logins, resolve_url, with_database
+from bench import client, ledger, queue, report
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+DATABASE = "automl_bench"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    accounts: int  # ledger accounts
+    history: int  # ledger entries per account in the history case
+    finished: int  # finished jobs in the history case
+    depth: int  # queued jobs each queue holds at least, before every round
+
+
+FULL = Sizes(accounts=1000, history=1000, finished=1_000_000, depth=200_000)
+QUICK = Sizes(accounts=1000, history=10, finished=10_000, depth=50_000)
 
 
 def fresh_database(server_url: str, name: str) -> str:
@@ -26,107 +48,86 @@ def fresh_database(server_url: str, name: str) -> str:
         conn.execute(f'create database "{name}"')
     url = with_database(server_url, name)
     migrate.apply(url)
+    enable_local_logins(url)  # the queue and the worker loop log in as automl_worker, as workers do
     return url
 
 
-def table(figures: list[integrity.Figure], unit: str, goal: str) -> list[str]:
-    lines = [f"| case | automl_db {unit} | same schema, no triggers | ratio | bare tables | ratio |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {f.case} | {f.project:,.0f} | {f.same_schema:,.0f} | **{f.project / f.same_schema:.2f}** "
-              f"| {f.bare:,.0f} | {f.project / f.bare:.2f} |" for f in figures]
-    scale = figures[1].project / figures[0].project
-    lines += ["", f"Large table / empty table (automl_db): **{scale:.2f}**. Goals: {goal}."]
-    return lines
-
-
-def _fmt(figure: float, unit: str) -> str:
-    return f"{figure:,.2f} {unit}" if unit == "ms" else f"{figure:,.0f} {unit}"
+def _commit() -> str:
+    """The checkout's commit, marked when it has uncommitted changes: figures belong to a state."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        # The figures' own file is rewritten by every run: it does not make the code a different state.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)docs/benchmarks.md"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha} (with uncommitted changes)" if dirty else sha
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_given = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5, help="duration of each pgbench run")
+    parser.add_argument("--seconds", type=int, help="duration of each run (default 5; --quick: 1)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 5; --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="small tables, short runs (smoke test)")
     parser.add_argument("--only", choices=["ledger", "queue", "api"], help="run one benchmark, print, write nothing")
-    args = parser.parse_args(argv)
-    seconds = 2 if args.quick else args.seconds
-    history, finished, queued = (10, 10_000, 20_000) if args.quick else (1000, 1_000_000, 200_000)
+    args = parser.parse_args(args_given)
+    seconds = args.seconds or (1 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 5)
+    sizes = QUICK if args.quick else FULL
 
-    server = resolve_url()
-    url = fresh_database(server, "automl_bench")
+    url = fresh_database(resolve_url(), DATABASE)
     with psycopg.connect(url) as conn:
         version = conn.execute("show server_version").fetchone()
-    integrity.prepare(url)
-    if args.only == "ledger":
-        integrity.ledger(url, seconds, history)
-    elif args.only == "queue":
-        integrity.queue(url, seconds, finished, queued)
-    elif args.only == "api":
-        api.run(url, seconds)
-    if args.only:
-        return 0
-    print("typed API ...", flush=True)
-    api_rows = api.run(url, seconds)
-    print("ledger ...", flush=True)
-    ledger_rows = integrity.ledger(url, seconds, history)
-    print("queue ...", flush=True)
-    queue_rows = integrity.queue(url, seconds, finished, queued)
-    with psycopg.connect(url) as conn:
-        broken = conn.execute("select count(*) from check_integrity()").fetchone()
+    # Everything but --only, to name the command that reruns one table with the same settings.
+    rest: list[str] = []
+    given = iter(args_given)
+    for arg in given:
+        if arg == "--only":
+            next(given, None)
+        elif not arg.startswith("--only="):
+            rest.append(arg)
+    run = report.Run(
+        command="just bench" + "".join(" " + shlex.quote(a) for a in args_given),
+        only_command="python -m bench.run --only {key}" + "".join(" " + shlex.quote(a) for a in rest),
+        server=f"PostgreSQL {version[0] if version else '?'}"
+               f" ({'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'})",
+        cores=os.cpu_count() or 0,
+        python=platform.python_version(),
+        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        commit=_commit(),
+    )
 
-    where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
-    command = "just bench" + (" --quick" if args.quick else "") + (
-        f" --seconds {args.seconds}" if args.seconds != 5 and not args.quick else "")
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Produced by `{command}` (`python -m bench.run`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC:",
-        f"PostgreSQL {version[0] if version else '?'} ({where}),"
-        f" {os.cpu_count()} cores, Python {platform.python_version()}, pgbench with {integrity.CLIENTS} clients,"
-        f" {seconds} s per run; each figure is the median of {integrity.ROUNDS} rounds that interleave automl_db"
-        " and its baselines in the same run.",
-        "",
-        "## Credit ledger: one entry per transaction",
-        "",
-        "automl_db: a client `insert into credit_transactions (user_id, type, amount, description)`; the",
-        "posting trigger checks the rules, moves `users.credit_balance` and fills `entry_number` and",
-        "`balance_after`. Baselines do the same work by hand in one statement (`with moved as (update",
-        "... returning) insert ...`), without triggers: *same schema* on copies of `users` and",
-        "`credit_transactions` (`LIKE ... INCLUDING ALL`: same CHECKs, indexes, defaults, user FK), so",
-        "its ratio is the cost of the database keeping the rules; *bare* on minimal tables with keys only.",
-        f"{integrity.USERS} accounts, random account per transaction.",
-        "",
-        *table(ledger_rows, "tps", "same-schema ratio >= 0.8; large/empty >= 0.9"),
-        "",
-        "## Job queue: claim + complete cycles",
-        "",
-        "automl_db: `select id from claim_jobs('bench-worker')` then `update jobs set status = 'completed'`",
-        "(status machine, stamps and credit triggers included). Baselines: the same SKIP LOCKED claim",
-        "and completion by hand, on a copy of `jobs` (`LIKE ... INCLUDING ALL`) and on a bare table with",
-        f"only the partial claim index. {queued:,} queued jobs at the start.",
-        "",
-        *table(queue_rows, "cycles/s", "automl_db >= 1,500 cycles/s on 2 cores; large/empty >= 0.8"),
-        "",
-        "## Typed API against raw psycopg",
-        "",
-        "The generated functions (`automl_db.queries`, pydantic rows, typed errors) against raw psycopg",
-        "running the same SQL constant, on the same pool, one transaction per call; throughput with",
-        f"{api.THREADS} threads, and the median time of listing 1,000 jobs (20 columns) in one thread.",
-        "",
-        "| case | typed | raw psycopg | typed / raw |",
-        "|---|---:|---:|---:|",
-        *[f"| {f.case} | {_fmt(f.typed, f.unit)} | {_fmt(f.raw, f.unit)} | **{f.typed / f.raw:.2f}** |"
-          for f in api_rows],
-        "",
-        "Goals: single-row throughput >= 0.9 of raw; listing 1,000 rows <= 1.5x raw time.",
-        "",
-        f"`check_integrity()` after the runs: {broken[0] if broken else '?'} broken invariants.",
-        "",
-    ]
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text("\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    benchmarks: dict[str, Callable[[], report.Table]] = {
+        # The ledger first, so its empty case starts from an empty ledger; the queue resets its own state.
+        "ledger": lambda: ledger.run(url, seconds=seconds, rounds=rounds, accounts=sizes.accounts,
+                                     history=sizes.history),
+        "queue": lambda: queue.run(url, seconds=seconds, rounds=rounds, depth=sizes.depth, finished=sizes.finished),
+        "api": lambda: client.run(url, seconds=seconds, rounds=rounds, depth=sizes.depth // 10),
+    }
+    tables: list[report.Table] = []
+    for key, benchmark in benchmarks.items():
+        if args.only in (None, key):
+            print(f"{key} ...", flush=True)
+            start = time.perf_counter()
+            tables.append(benchmark())
+            print(f"{key}: {time.perf_counter() - start:.0f} s", flush=True)
+
+    with psycopg.connect(url) as conn:
+        broken = conn.execute("select * from check_integrity()").fetchall()
+    for row in broken[:20]:
+        print("  broken:", row)
+    if args.only:
+        print("\n".join(report.table(tables[0], run)))
+        print(f"check_integrity(): {len(broken)} broken invariants")
+    else:
+        text = report.document(tables, run, len(broken))
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(text)
+        print(text)
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
