@@ -43,7 +43,7 @@ from automl_db.rows import (
     Workflow,
     WorkflowSnapshot,
 )
-from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row
+from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row, unreadable
 from automl_db.shapes import Json, Metrics, WorkflowGraph
 
 __all__ = ["Int2", "Int4", "Int8", "Json", "JsonParam", "Metrics", "Text", "WorkflowGraph", "datetime", "timedelta"]
@@ -105,9 +105,11 @@ async def add_run(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else ExperimentRun.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else ExperimentRun.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("add_run", exc) from exc
 
 
 ADD_VERSION = r"""
@@ -149,9 +151,11 @@ async def add_version(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("add_version", exc) from exc
 
 
 ADJUST_CREDITS = r"""
@@ -170,9 +174,11 @@ async def adjust_credits(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(ADJUST_CREDITS, {"user_id": user_id, "amount": amount, "description": description})
         row = await cur.fetchone()
+        return None if row is None else CreditTransaction.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else CreditTransaction.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("adjust_credits", exc) from exc
 
 
 BEST_MODEL_PER_EXPERIMENT = r"""
@@ -198,9 +204,11 @@ async def best_model_per_experiment(conn: AsyncConnection[Any], *, user_id: UUID
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(BEST_MODEL_PER_EXPERIMENT, {"user_id": user_id})
         rows = await cur.fetchall()
+        return _BESTMODELPEREXPERIMENTROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _BESTMODELPEREXPERIMENTROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("best_model_per_experiment", exc) from exc
 
 
 CANCEL_JOB = r"""
@@ -215,9 +223,11 @@ async def cancel_job(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> 
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(CANCEL_JOB, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("cancel_job", exc) from exc
 
 
 CHANGE_TIER = r"""
@@ -232,9 +242,11 @@ async def change_tier(conn: AsyncConnection[Any], *, id: UUID, tier: UserTier) -
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(CHANGE_TIER, {"id": id, "tier": tier})
         row = await cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("change_tier", exc) from exc
 
 
 CHECK_INTEGRITY = r"""
@@ -249,9 +261,11 @@ async def check_integrity(conn: AsyncConnection[Any]) -> list[CheckIntegrityRow]
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(CHECK_INTEGRITY, None)
         rows = await cur.fetchall()
+        return _CHECKINTEGRITYROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _CHECKINTEGRITYROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("check_integrity", exc) from exc
 
 
 CLAIM_JOB = r"""
@@ -266,9 +280,11 @@ async def claim_job(conn: AsyncConnection[Any], *, worker_id: Text) -> Job | Non
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(CLAIM_JOB, {"worker_id": worker_id})
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("claim_job", exc) from exc
 
 
 COMPLETE_JOB = r"""
@@ -287,9 +303,11 @@ async def complete_job(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(COMPLETE_JOB, {"id": id, "worker_id": worker_id, "results": results})
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("complete_job", exc) from exc
 
 
 COMPLETE_STEP = r"""
@@ -317,9 +335,11 @@ async def complete_step(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(COMPLETE_STEP, {"user_id": user_id, "tutorial_id": tutorial_id, "step_id": step_id})
         row = await cur.fetchone()
+        return None if row is None else UserTutorialProgress.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else UserTutorialProgress.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("complete_step", exc) from exc
 
 
 CREATE_DATASET = r"""
@@ -353,9 +373,11 @@ async def create_dataset(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_dataset", exc) from exc
 
 
 CREATE_EXPERIMENT = r"""
@@ -394,9 +416,11 @@ async def create_experiment(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else Experiment.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Experiment.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_experiment", exc) from exc
 
 
 CREATE_INGESTION_JOB = r"""
@@ -413,9 +437,11 @@ async def create_ingestion_job(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(CREATE_INGESTION_JOB, {"user_id": user_id, "dataset_version_id": dataset_version_id})
         row = await cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_ingestion_job", exc) from exc
 
 
 CREATE_PENDING_JOB = r"""
@@ -447,9 +473,11 @@ async def create_pending_job(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_pending_job", exc) from exc
 
 
 CREATE_WORKFLOW = r"""
@@ -475,9 +503,11 @@ async def create_workflow(
             CREATE_WORKFLOW, {"user_id": user_id, "name": name, "description": description, "definition": definition}
         )
         row = await cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_workflow", exc) from exc
 
 
 CREDIT_HISTORY = r"""
@@ -497,9 +527,11 @@ async def credit_history(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(CREDIT_HISTORY, {"user_id": user_id, "before_entry": before_entry, "page_size": page_size})
         rows = await cur.fetchall()
+        return _CREDITTRANSACTION_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _CREDITTRANSACTION_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("credit_history", exc) from exc
 
 
 DELETE_DATASET = r"""
@@ -512,9 +544,11 @@ async def delete_dataset(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID)
     """Delete a dataset with its versions, profiles and ingestion runs (storage is released)."""
     try:
         cur = await conn.execute(DELETE_DATASET, {"user_id": user_id, "id": id})
+        return cur.rowcount
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return cur.rowcount
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("delete_dataset", exc) from exc
 
 
 DEPLOY_MODEL = r"""
@@ -529,9 +563,11 @@ async def deploy_model(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(DEPLOY_MODEL, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("deploy_model", exc) from exc
 
 
 FAIL_JOB = r"""
@@ -558,9 +594,11 @@ async def fail_job(
             {"id": id, "worker_id": worker_id, "error_message": error_message, "error_traceback": error_traceback},
         )
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("fail_job", exc) from exc
 
 
 FIND_USER_ID = r"""
@@ -574,10 +612,11 @@ async def find_user_id(conn: AsyncConnection[Any], *, email: Text) -> UUID | Non
     try:
         cur = conn.cursor(row_factory=scalar_row)
         await cur.execute(FIND_USER_ID, {"email": email})
-        row = await cur.fetchone()
+        return await cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("find_user_id", exc) from exc
 
 
 FINISH_INGESTION = r"""
@@ -599,9 +638,11 @@ async def finish_ingestion(
             FINISH_INGESTION, {"user_id": user_id, "id": id, "status": status, "error_message": error_message}
         )
         row = await cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("finish_ingestion", exc) from exc
 
 
 FINISH_TUTORIAL = r"""
@@ -624,9 +665,11 @@ async def finish_tutorial(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(FINISH_TUTORIAL, {"user_id": user_id, "tutorial_id": tutorial_id})
         row = await cur.fetchone()
+        return None if row is None else UserTutorialProgress.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else UserTutorialProgress.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("finish_tutorial", exc) from exc
 
 
 GET_BALANCE = r"""
@@ -640,10 +683,11 @@ async def get_balance(conn: AsyncConnection[Any], *, user_id: UUID) -> int | Non
     try:
         cur = conn.cursor(row_factory=scalar_row)
         await cur.execute(GET_BALANCE, {"user_id": user_id})
-        row = await cur.fetchone()
+        return await cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_balance", exc) from exc
 
 
 GET_DATASET = r"""
@@ -658,9 +702,11 @@ async def get_dataset(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) ->
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(GET_DATASET, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_dataset", exc) from exc
 
 
 GET_JOB = r"""
@@ -675,9 +721,11 @@ async def get_job(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> Job
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(GET_JOB, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_job", exc) from exc
 
 
 GET_MODEL = r"""
@@ -692,9 +740,11 @@ async def get_model(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> M
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(GET_MODEL, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_model", exc) from exc
 
 
 GET_PROFILE = r"""
@@ -709,9 +759,11 @@ async def get_profile(conn: AsyncConnection[Any], *, user_id: UUID, dataset_vers
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(GET_PROFILE, {"user_id": user_id, "dataset_version_id": dataset_version_id})
         row = await cur.fetchone()
+        return None if row is None else DatasetProfile.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetProfile.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_profile", exc) from exc
 
 
 GET_SNAPSHOT = r"""
@@ -726,9 +778,11 @@ async def get_snapshot(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(GET_SNAPSHOT, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else WorkflowSnapshot.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else WorkflowSnapshot.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_snapshot", exc) from exc
 
 
 GET_USER = r"""
@@ -743,9 +797,11 @@ async def get_user(conn: AsyncConnection[Any], *, id: UUID) -> User | None:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(GET_USER, {"id": id})
         row = await cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_user", exc) from exc
 
 
 GET_WORKFLOW = r"""
@@ -760,9 +816,11 @@ async def get_workflow(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(GET_WORKFLOW, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_workflow", exc) from exc
 
 
 HEARTBEAT = r"""
@@ -776,10 +834,11 @@ async def heartbeat(conn: AsyncConnection[Any], *, id: UUID, worker_id: Text) ->
     try:
         cur = conn.cursor(row_factory=scalar_row)
         await cur.execute(HEARTBEAT, {"id": id, "worker_id": worker_id})
-        row = await cur.fetchone()
+        return await cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("heartbeat", exc) from exc
 
 
 LEADERBOARD = r"""
@@ -804,9 +863,11 @@ async def leaderboard(conn: AsyncConnection[Any], *, user_id: UUID, experiment_i
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LEADERBOARD, {"user_id": user_id, "experiment_id": experiment_id})
         rows = await cur.fetchall()
+        return _LEADERBOARDROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _LEADERBOARDROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("leaderboard", exc) from exc
 
 
 LIST_DATASETS = r"""
@@ -828,9 +889,11 @@ async def list_datasets(conn: AsyncConnection[Any], *, user_id: UUID) -> list[Li
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_DATASETS, {"user_id": user_id})
         rows = await cur.fetchall()
+        return _LISTDATASETSROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _LISTDATASETSROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_datasets", exc) from exc
 
 
 LIST_EXPERIMENTS = r"""
@@ -845,9 +908,11 @@ async def list_experiments(conn: AsyncConnection[Any], *, user_id: UUID) -> list
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_EXPERIMENTS, {"user_id": user_id})
         rows = await cur.fetchall()
+        return _EXPERIMENT_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _EXPERIMENT_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_experiments", exc) from exc
 
 
 LIST_INGESTION_JOBS = r"""
@@ -866,9 +931,11 @@ async def list_ingestion_jobs(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_INGESTION_JOBS, {"user_id": user_id, "dataset_version_id": dataset_version_id})
         rows = await cur.fetchall()
+        return _INGESTIONJOB_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _INGESTIONJOB_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_ingestion_jobs", exc) from exc
 
 
 LIST_JOB_NODES = r"""
@@ -883,9 +950,11 @@ async def list_job_nodes(conn: AsyncConnection[Any], *, user_id: UUID, job_id: U
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_JOB_NODES, {"user_id": user_id, "job_id": job_id})
         rows = await cur.fetchall()
+        return _JOBNODE_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _JOBNODE_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_job_nodes", exc) from exc
 
 
 LIST_JOBS = r"""
@@ -920,9 +989,11 @@ async def list_jobs(
             },
         )
         rows = await cur.fetchall()
+        return _JOB_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _JOB_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_jobs", exc) from exc
 
 
 LIST_MODELS = r"""
@@ -937,9 +1008,11 @@ async def list_models(conn: AsyncConnection[Any], *, user_id: UUID) -> list[Mode
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_MODELS, {"user_id": user_id})
         rows = await cur.fetchall()
+        return _MODEL_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _MODEL_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_models", exc) from exc
 
 
 LIST_PUBLISHED_TUTORIALS = r"""
@@ -954,9 +1027,11 @@ async def list_published_tutorials(conn: AsyncConnection[Any]) -> list[Tutorial]
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_PUBLISHED_TUTORIALS, None)
         rows = await cur.fetchall()
+        return _TUTORIAL_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _TUTORIAL_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_published_tutorials", exc) from exc
 
 
 LIST_VERSIONS = r"""
@@ -973,9 +1048,11 @@ async def list_versions(conn: AsyncConnection[Any], *, user_id: UUID, dataset_id
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_VERSIONS, {"user_id": user_id, "dataset_id": dataset_id})
         rows = await cur.fetchall()
+        return _DATASETVERSION_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _DATASETVERSION_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_versions", exc) from exc
 
 
 LIST_WORKFLOWS = r"""
@@ -992,9 +1069,11 @@ async def list_workflows(conn: AsyncConnection[Any], *, user_id: UUID) -> list[W
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(LIST_WORKFLOWS, {"user_id": user_id})
         rows = await cur.fetchall()
+        return _WORKFLOW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _WORKFLOW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_workflows", exc) from exc
 
 
 MARK_VERSION_COMPLETED = r"""
@@ -1034,9 +1113,11 @@ async def mark_version_completed(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("mark_version_completed", exc) from exc
 
 
 MARK_VERSION_FAILED = r"""
@@ -1055,9 +1136,11 @@ async def mark_version_failed(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(MARK_VERSION_FAILED, {"user_id": user_id, "id": id, "error_message": error_message})
         row = await cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("mark_version_failed", exc) from exc
 
 
 MARK_VERSION_PROCESSING = r"""
@@ -1072,9 +1155,11 @@ async def mark_version_processing(conn: AsyncConnection[Any], *, user_id: UUID, 
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(MARK_VERSION_PROCESSING, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("mark_version_processing", exc) from exc
 
 
 PACKAGES_FOR_TIER = r"""
@@ -1091,9 +1176,11 @@ async def packages_for_tier(conn: AsyncConnection[Any], *, tier: UserTier) -> li
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(PACKAGES_FOR_TIER, {"tier": tier})
         rows = await cur.fetchall()
+        return _CREDITPACKAGE_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _CREDITPACKAGE_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("packages_for_tier", exc) from exc
 
 
 PURCHASE_CREDITS = r"""
@@ -1128,9 +1215,11 @@ async def purchase_credits(
             PURCHASE_CREDITS, {"user_id": user_id, "package_id": package_id, "stripe_payment_id": stripe_payment_id}
         )
         row = await cur.fetchone()
+        return None if row is None else CreditTransaction.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else CreditTransaction.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("purchase_credits", exc) from exc
 
 
 PURGE_SOFT_DELETED = r"""
@@ -1147,9 +1236,11 @@ async def purge_soft_deleted(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(PURGE_SOFT_DELETED, {"retention": retention})
         rows = await cur.fetchall()
+        return _PURGESOFTDELETEDROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _PURGESOFTDELETEDROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("purge_soft_deleted", exc) from exc
 
 
 QUEUE_JOB = r"""
@@ -1164,9 +1255,11 @@ async def queue_job(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID) -> J
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(QUEUE_JOB, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("queue_job", exc) from exc
 
 
 REGISTER_MODEL = r"""
@@ -1207,9 +1300,11 @@ async def register_model(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("register_model", exc) from exc
 
 
 RENAME_DATASET = r"""
@@ -1224,9 +1319,11 @@ async def rename_dataset(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID,
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(RENAME_DATASET, {"user_id": user_id, "id": id, "name": name})
         row = await cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("rename_dataset", exc) from exc
 
 
 REPORT_INGESTION_PROGRESS = r"""
@@ -1265,9 +1362,11 @@ async def report_ingestion_progress(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("report_ingestion_progress", exc) from exc
 
 
 RESCUE_STALLED_JOBS = r"""
@@ -1284,9 +1383,11 @@ async def rescue_stalled_jobs(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(RESCUE_STALLED_JOBS, {"stalled_after": stalled_after})
         rows = await cur.fetchall()
+        return _RESCUESTALLEDJOBSROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _RESCUESTALLEDJOBSROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("rescue_stalled_jobs", exc) from exc
 
 
 RESTORE_USER = r"""
@@ -1301,9 +1402,11 @@ async def restore_user(conn: AsyncConnection[Any], *, id: UUID) -> User | None:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(RESTORE_USER, {"id": id})
         row = await cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("restore_user", exc) from exc
 
 
 RESTORE_WORKFLOW = r"""
@@ -1318,9 +1421,11 @@ async def restore_workflow(conn: AsyncConnection[Any], *, user_id: UUID, id: UUI
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(RESTORE_WORKFLOW, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("restore_workflow", exc) from exc
 
 
 SCHEMA_TABLES = r"""
@@ -1339,9 +1444,11 @@ async def schema_tables(conn: AsyncConnection[Any]) -> list[SchemaTablesRow]:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(SCHEMA_TABLES, None)
         rows = await cur.fetchall()
+        return _SCHEMATABLESROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _SCHEMATABLESROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("schema_tables", exc) from exc
 
 
 SEED_REFERENCE_DATA = r"""
@@ -1397,9 +1504,11 @@ async def set_current_version(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(SET_CURRENT_VERSION, {"user_id": user_id, "dataset_id": dataset_id, "version_id": version_id})
         row = await cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("set_current_version", exc) from exc
 
 
 SET_NODE_STATUS = r"""
@@ -1434,9 +1543,11 @@ async def set_node_status(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else JobNode.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else JobNode.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("set_node_status", exc) from exc
 
 
 SIGN_IN_OAUTH = r"""
@@ -1450,10 +1561,11 @@ async def sign_in_oauth(conn: AsyncConnection[Any], *, oauth_provider: OauthProv
     try:
         cur = conn.cursor(row_factory=scalar_row)
         await cur.execute(SIGN_IN_OAUTH, {"oauth_provider": oauth_provider, "oauth_id": oauth_id})
-        row = await cur.fetchone()
+        return await cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("sign_in_oauth", exc) from exc
 
 
 SIGN_UP = r"""
@@ -1470,9 +1582,11 @@ async def sign_up(conn: AsyncConnection[Any], *, email: Text, full_name: Text | 
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(SIGN_UP, {"email": email, "full_name": full_name})
         row = await cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("sign_up", exc) from exc
 
 
 SIGN_UP_OAUTH = r"""
@@ -1499,9 +1613,11 @@ async def sign_up_oauth(
             {"email": email, "full_name": full_name, "oauth_provider": oauth_provider, "oauth_id": oauth_id},
         )
         row = await cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("sign_up_oauth", exc) from exc
 
 
 SNAPSHOT_WORKFLOW = r"""
@@ -1520,9 +1636,11 @@ async def snapshot_workflow(conn: AsyncConnection[Any], *, user_id: UUID, workfl
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(SNAPSHOT_WORKFLOW, {"user_id": user_id, "workflow_id": workflow_id})
         row = await cur.fetchone()
+        return None if row is None else WorkflowSnapshot.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else WorkflowSnapshot.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("snapshot_workflow", exc) from exc
 
 
 SOFT_DELETE_USER = r"""
@@ -1537,9 +1655,11 @@ async def soft_delete_user(conn: AsyncConnection[Any], *, id: UUID) -> User | No
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(SOFT_DELETE_USER, {"id": id})
         row = await cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("soft_delete_user", exc) from exc
 
 
 SOFT_DELETE_WORKFLOW = r"""
@@ -1554,9 +1674,11 @@ async def soft_delete_workflow(conn: AsyncConnection[Any], *, user_id: UUID, id:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(SOFT_DELETE_WORKFLOW, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("soft_delete_workflow", exc) from exc
 
 
 START_INGESTION = r"""
@@ -1575,9 +1697,11 @@ async def start_ingestion(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(START_INGESTION, {"user_id": user_id, "id": id, "worker_id": worker_id})
         row = await cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("start_ingestion", exc) from exc
 
 
 START_TUTORIAL = r"""
@@ -1597,9 +1721,11 @@ async def start_tutorial(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(START_TUTORIAL, {"user_id": user_id, "tutorial_id": tutorial_id})
         row = await cur.fetchone()
+        return None if row is None else UserTutorialProgress.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else UserTutorialProgress.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("start_tutorial", exc) from exc
 
 
 STORE_PROFILE = r"""
@@ -1659,9 +1785,11 @@ async def store_profile(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else DatasetProfile.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetProfile.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("store_profile", exc) from exc
 
 
 SUBMIT_JOB = r"""
@@ -1711,9 +1839,11 @@ async def submit_job(
             },
         )
         row = await cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("submit_job", exc) from exc
 
 
 UNDEPLOY_MODEL = r"""
@@ -1728,9 +1858,11 @@ async def undeploy_model(conn: AsyncConnection[Any], *, user_id: UUID, id: UUID)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(UNDEPLOY_MODEL, {"user_id": user_id, "id": id})
         row = await cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("undeploy_model", exc) from exc
 
 
 UPDATE_WORKFLOW_DEFINITION = r"""
@@ -1749,9 +1881,11 @@ async def update_workflow_definition(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(UPDATE_WORKFLOW_DEFINITION, {"user_id": user_id, "id": id, "definition": definition})
         row = await cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("update_workflow_definition", exc) from exc
 
 
 USER_PROGRESS = r"""
@@ -1771,9 +1905,11 @@ async def user_progress(conn: AsyncConnection[Any], *, user_id: UUID) -> list[Us
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(USER_PROGRESS, {"user_id": user_id})
         rows = await cur.fetchall()
+        return _USERPROGRESSROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _USERPROGRESSROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("user_progress", exc) from exc
 
 
 VERIFY_EMAIL = r"""
@@ -1788,6 +1924,8 @@ async def verify_email(conn: AsyncConnection[Any], *, id: UUID) -> User | None:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(VERIFY_EMAIL, {"id": id})
         row = await cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("verify_email", exc) from exc

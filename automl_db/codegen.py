@@ -306,7 +306,7 @@ def render_queries(catalog: Catalog, queries: list[Query], asynchronous: bool) -
            "from psycopg.rows import dict_row", "from pydantic import AwareDatetime, TypeAdapter", "",
            "from automl_db.errors import translate",
            "from automl_db.rows import (", *[f"    {name}," for name in sorted(set(models) | set(enums))], ")",
-           "from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row",
+           "from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row, unreadable",
            "from automl_db.shapes import Json, Metrics, WorkflowGraph", "",
            '__all__ = ["Int2", "Int4", "Int8", "Json", "JsonParam", "Metrics", "Text", "WorkflowGraph", "datetime",',
            '           "timedelta"]', "",
@@ -344,18 +344,22 @@ def render_queries(catalog: Catalog, queries: list[Query], asynchronous: bool) -
             body = [f"cur = {aw}conn.execute({constant}, {bind})"]
         else:
             fetch = "fetchall" if op == SQLOperationType.SELECT else "fetchone"
-            body = [f"cur = conn.cursor(row_factory={factory})", f"{aw}cur.execute({constant}, {bind})",
-                    f"row{'s' if fetch == 'fetchall' else ''} = {aw}cur.{fetch}()"]
+            body = [f"cur = conn.cursor(row_factory={factory})", f"{aw}cur.execute({constant}, {bind})"]
+            if op != SQLOperationType.SELECT_VALUE:
+                body.append(f"row{'s' if fetch == 'fetchall' else ''} = {aw}cur.{fetch}()")
+        if op == SQLOperationType.INSERT_UPDATE_DELETE:
+            body.append("return cur.rowcount")
+        elif op == SQLOperationType.SELECT:
+            body.append(f"return _{(query.row_model or '').upper()}_LIST.validate_python(rows)")
+        elif op == SQLOperationType.SELECT_ONE:
+            body.append(f"return None if row is None else {query.row_model}.model_validate(row)")
+        elif op == SQLOperationType.SELECT_VALUE:
+            body.append(f"return {aw}cur.fetchone()")
         out += ["    try:", *[f"        {line}" for line in body],
                 "    except psycopg.Error as exc:", "        raise translate(exc) from exc"]
-        if op == SQLOperationType.INSERT_UPDATE_DELETE:
-            out.append("    return cur.rowcount")
-        elif op == SQLOperationType.SELECT:
-            out.append(f"    return _{(query.row_model or '').upper()}_LIST.validate_python(rows)")
-        elif op == SQLOperationType.SELECT_ONE:
-            out.append(f"    return None if row is None else {query.row_model}.model_validate(row)")
-        elif op == SQLOperationType.SELECT_VALUE:
-            out.append("    return row")
+        if op != SQLOperationType.SCRIPT:  # a value this code cannot represent: typed, whatever failed
+            out += ["    except (ValueError, RecursionError) as exc:",
+                    f'        raise unreadable("{query.name}", exc) from exc']
     return "\n".join(out).rstrip() + "\n"
 
 

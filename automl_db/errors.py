@@ -89,6 +89,11 @@ class PoolTimeout(Retryable):
     """No connection became free within the pool's timeout."""
 
 
+class DataUnreadable(AutomlDbError):
+    """A row holds a value this code cannot represent (written past the bounds the database keeps
+    now, or by a newer schema). The row is left as it is; the message names what failed."""
+
+
 class CommitOutcomeUnknown(AutomlDbError):
     """The connection was lost while the transaction committed: it may or may not have committed.
     Not Retryable: retry only what is idempotent (a purchase by its payment id, a job by its
@@ -120,6 +125,7 @@ _BY_SQLSTATE: dict[str, type[QueryError]] = {
     "57P01": Retryable,  # admin_shutdown: the backend was terminated
     "57P02": Retryable,
     "57P03": Retryable,
+    "0A000": Retryable,  # cached plan must not change result type: the schema changed under a prepared query
 }
 
 

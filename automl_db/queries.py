@@ -43,7 +43,7 @@ from automl_db.rows import (
     Workflow,
     WorkflowSnapshot,
 )
-from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row
+from automl_db.runtime import Int2, Int4, Int8, JsonParam, Text, checked, scalar_row, unreadable
 from automl_db.shapes import Json, Metrics, WorkflowGraph
 
 __all__ = ["Int2", "Int4", "Int8", "Json", "JsonParam", "Metrics", "Text", "WorkflowGraph", "datetime", "timedelta"]
@@ -105,9 +105,11 @@ def add_run(
             },
         )
         row = cur.fetchone()
+        return None if row is None else ExperimentRun.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else ExperimentRun.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("add_run", exc) from exc
 
 
 ADD_VERSION = r"""
@@ -149,9 +151,11 @@ def add_version(
             },
         )
         row = cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("add_version", exc) from exc
 
 
 ADJUST_CREDITS = r"""
@@ -170,9 +174,11 @@ def adjust_credits(
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(ADJUST_CREDITS, {"user_id": user_id, "amount": amount, "description": description})
         row = cur.fetchone()
+        return None if row is None else CreditTransaction.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else CreditTransaction.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("adjust_credits", exc) from exc
 
 
 BEST_MODEL_PER_EXPERIMENT = r"""
@@ -198,9 +204,11 @@ def best_model_per_experiment(conn: Connection[Any], *, user_id: UUID) -> list[B
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(BEST_MODEL_PER_EXPERIMENT, {"user_id": user_id})
         rows = cur.fetchall()
+        return _BESTMODELPEREXPERIMENTROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _BESTMODELPEREXPERIMENTROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("best_model_per_experiment", exc) from exc
 
 
 CANCEL_JOB = r"""
@@ -215,9 +223,11 @@ def cancel_job(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Job | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(CANCEL_JOB, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("cancel_job", exc) from exc
 
 
 CHANGE_TIER = r"""
@@ -232,9 +242,11 @@ def change_tier(conn: Connection[Any], *, id: UUID, tier: UserTier) -> User | No
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(CHANGE_TIER, {"id": id, "tier": tier})
         row = cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("change_tier", exc) from exc
 
 
 CHECK_INTEGRITY = r"""
@@ -249,9 +261,11 @@ def check_integrity(conn: Connection[Any]) -> list[CheckIntegrityRow]:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(CHECK_INTEGRITY, None)
         rows = cur.fetchall()
+        return _CHECKINTEGRITYROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _CHECKINTEGRITYROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("check_integrity", exc) from exc
 
 
 CLAIM_JOB = r"""
@@ -266,9 +280,11 @@ def claim_job(conn: Connection[Any], *, worker_id: Text) -> Job | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(CLAIM_JOB, {"worker_id": worker_id})
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("claim_job", exc) from exc
 
 
 COMPLETE_JOB = r"""
@@ -285,9 +301,11 @@ def complete_job(conn: Connection[Any], *, id: UUID, worker_id: Text, results: J
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(COMPLETE_JOB, {"id": id, "worker_id": worker_id, "results": results})
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("complete_job", exc) from exc
 
 
 COMPLETE_STEP = r"""
@@ -315,9 +333,11 @@ def complete_step(
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(COMPLETE_STEP, {"user_id": user_id, "tutorial_id": tutorial_id, "step_id": step_id})
         row = cur.fetchone()
+        return None if row is None else UserTutorialProgress.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else UserTutorialProgress.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("complete_step", exc) from exc
 
 
 CREATE_DATASET = r"""
@@ -351,9 +371,11 @@ def create_dataset(
             },
         )
         row = cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_dataset", exc) from exc
 
 
 CREATE_EXPERIMENT = r"""
@@ -392,9 +414,11 @@ def create_experiment(
             },
         )
         row = cur.fetchone()
+        return None if row is None else Experiment.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Experiment.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_experiment", exc) from exc
 
 
 CREATE_INGESTION_JOB = r"""
@@ -409,9 +433,11 @@ def create_ingestion_job(conn: Connection[Any], *, user_id: UUID, dataset_versio
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(CREATE_INGESTION_JOB, {"user_id": user_id, "dataset_version_id": dataset_version_id})
         row = cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_ingestion_job", exc) from exc
 
 
 CREATE_PENDING_JOB = r"""
@@ -438,9 +464,11 @@ def create_pending_job(
             },
         )
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_pending_job", exc) from exc
 
 
 CREATE_WORKFLOW = r"""
@@ -466,9 +494,11 @@ def create_workflow(
             CREATE_WORKFLOW, {"user_id": user_id, "name": name, "description": description, "definition": definition}
         )
         row = cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("create_workflow", exc) from exc
 
 
 CREDIT_HISTORY = r"""
@@ -488,9 +518,11 @@ def credit_history(
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(CREDIT_HISTORY, {"user_id": user_id, "before_entry": before_entry, "page_size": page_size})
         rows = cur.fetchall()
+        return _CREDITTRANSACTION_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _CREDITTRANSACTION_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("credit_history", exc) from exc
 
 
 DELETE_DATASET = r"""
@@ -503,9 +535,11 @@ def delete_dataset(conn: Connection[Any], *, user_id: UUID, id: UUID) -> int:
     """Delete a dataset with its versions, profiles and ingestion runs (storage is released)."""
     try:
         cur = conn.execute(DELETE_DATASET, {"user_id": user_id, "id": id})
+        return cur.rowcount
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return cur.rowcount
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("delete_dataset", exc) from exc
 
 
 DEPLOY_MODEL = r"""
@@ -520,9 +554,11 @@ def deploy_model(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Model | N
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(DEPLOY_MODEL, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("deploy_model", exc) from exc
 
 
 FAIL_JOB = r"""
@@ -549,9 +585,11 @@ def fail_job(
             {"id": id, "worker_id": worker_id, "error_message": error_message, "error_traceback": error_traceback},
         )
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("fail_job", exc) from exc
 
 
 FIND_USER_ID = r"""
@@ -565,10 +603,11 @@ def find_user_id(conn: Connection[Any], *, email: Text) -> UUID | None:
     try:
         cur = conn.cursor(row_factory=scalar_row)
         cur.execute(FIND_USER_ID, {"email": email})
-        row = cur.fetchone()
+        return cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("find_user_id", exc) from exc
 
 
 FINISH_INGESTION = r"""
@@ -588,9 +627,11 @@ def finish_ingestion(
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(FINISH_INGESTION, {"user_id": user_id, "id": id, "status": status, "error_message": error_message})
         row = cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("finish_ingestion", exc) from exc
 
 
 FINISH_TUTORIAL = r"""
@@ -611,9 +652,11 @@ def finish_tutorial(conn: Connection[Any], *, user_id: UUID, tutorial_id: UUID) 
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(FINISH_TUTORIAL, {"user_id": user_id, "tutorial_id": tutorial_id})
         row = cur.fetchone()
+        return None if row is None else UserTutorialProgress.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else UserTutorialProgress.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("finish_tutorial", exc) from exc
 
 
 GET_BALANCE = r"""
@@ -627,10 +670,11 @@ def get_balance(conn: Connection[Any], *, user_id: UUID) -> int | None:
     try:
         cur = conn.cursor(row_factory=scalar_row)
         cur.execute(GET_BALANCE, {"user_id": user_id})
-        row = cur.fetchone()
+        return cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_balance", exc) from exc
 
 
 GET_DATASET = r"""
@@ -645,9 +689,11 @@ def get_dataset(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Dataset | 
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(GET_DATASET, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_dataset", exc) from exc
 
 
 GET_JOB = r"""
@@ -662,9 +708,11 @@ def get_job(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Job | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(GET_JOB, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_job", exc) from exc
 
 
 GET_MODEL = r"""
@@ -679,9 +727,11 @@ def get_model(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Model | None
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(GET_MODEL, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_model", exc) from exc
 
 
 GET_PROFILE = r"""
@@ -696,9 +746,11 @@ def get_profile(conn: Connection[Any], *, user_id: UUID, dataset_version_id: UUI
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(GET_PROFILE, {"user_id": user_id, "dataset_version_id": dataset_version_id})
         row = cur.fetchone()
+        return None if row is None else DatasetProfile.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetProfile.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_profile", exc) from exc
 
 
 GET_SNAPSHOT = r"""
@@ -713,9 +765,11 @@ def get_snapshot(conn: Connection[Any], *, user_id: UUID, id: UUID) -> WorkflowS
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(GET_SNAPSHOT, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else WorkflowSnapshot.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else WorkflowSnapshot.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_snapshot", exc) from exc
 
 
 GET_USER = r"""
@@ -730,9 +784,11 @@ def get_user(conn: Connection[Any], *, id: UUID) -> User | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(GET_USER, {"id": id})
         row = cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_user", exc) from exc
 
 
 GET_WORKFLOW = r"""
@@ -747,9 +803,11 @@ def get_workflow(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Workflow 
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(GET_WORKFLOW, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("get_workflow", exc) from exc
 
 
 HEARTBEAT = r"""
@@ -763,10 +821,11 @@ def heartbeat(conn: Connection[Any], *, id: UUID, worker_id: Text) -> bool | Non
     try:
         cur = conn.cursor(row_factory=scalar_row)
         cur.execute(HEARTBEAT, {"id": id, "worker_id": worker_id})
-        row = cur.fetchone()
+        return cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("heartbeat", exc) from exc
 
 
 LEADERBOARD = r"""
@@ -791,9 +850,11 @@ def leaderboard(conn: Connection[Any], *, user_id: UUID, experiment_id: UUID) ->
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LEADERBOARD, {"user_id": user_id, "experiment_id": experiment_id})
         rows = cur.fetchall()
+        return _LEADERBOARDROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _LEADERBOARDROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("leaderboard", exc) from exc
 
 
 LIST_DATASETS = r"""
@@ -815,9 +876,11 @@ def list_datasets(conn: Connection[Any], *, user_id: UUID) -> list[ListDatasetsR
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_DATASETS, {"user_id": user_id})
         rows = cur.fetchall()
+        return _LISTDATASETSROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _LISTDATASETSROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_datasets", exc) from exc
 
 
 LIST_EXPERIMENTS = r"""
@@ -832,9 +895,11 @@ def list_experiments(conn: Connection[Any], *, user_id: UUID) -> list[Experiment
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_EXPERIMENTS, {"user_id": user_id})
         rows = cur.fetchall()
+        return _EXPERIMENT_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _EXPERIMENT_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_experiments", exc) from exc
 
 
 LIST_INGESTION_JOBS = r"""
@@ -851,9 +916,11 @@ def list_ingestion_jobs(conn: Connection[Any], *, user_id: UUID, dataset_version
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_INGESTION_JOBS, {"user_id": user_id, "dataset_version_id": dataset_version_id})
         rows = cur.fetchall()
+        return _INGESTIONJOB_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _INGESTIONJOB_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_ingestion_jobs", exc) from exc
 
 
 LIST_JOB_NODES = r"""
@@ -868,9 +935,11 @@ def list_job_nodes(conn: Connection[Any], *, user_id: UUID, job_id: UUID) -> lis
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_JOB_NODES, {"user_id": user_id, "job_id": job_id})
         rows = cur.fetchall()
+        return _JOBNODE_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _JOBNODE_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_job_nodes", exc) from exc
 
 
 LIST_JOBS = r"""
@@ -905,9 +974,11 @@ def list_jobs(
             },
         )
         rows = cur.fetchall()
+        return _JOB_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _JOB_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_jobs", exc) from exc
 
 
 LIST_MODELS = r"""
@@ -922,9 +993,11 @@ def list_models(conn: Connection[Any], *, user_id: UUID) -> list[Model]:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_MODELS, {"user_id": user_id})
         rows = cur.fetchall()
+        return _MODEL_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _MODEL_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_models", exc) from exc
 
 
 LIST_PUBLISHED_TUTORIALS = r"""
@@ -939,9 +1012,11 @@ def list_published_tutorials(conn: Connection[Any]) -> list[Tutorial]:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_PUBLISHED_TUTORIALS, None)
         rows = cur.fetchall()
+        return _TUTORIAL_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _TUTORIAL_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_published_tutorials", exc) from exc
 
 
 LIST_VERSIONS = r"""
@@ -958,9 +1033,11 @@ def list_versions(conn: Connection[Any], *, user_id: UUID, dataset_id: UUID) -> 
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_VERSIONS, {"user_id": user_id, "dataset_id": dataset_id})
         rows = cur.fetchall()
+        return _DATASETVERSION_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _DATASETVERSION_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_versions", exc) from exc
 
 
 LIST_WORKFLOWS = r"""
@@ -977,9 +1054,11 @@ def list_workflows(conn: Connection[Any], *, user_id: UUID) -> list[Workflow]:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(LIST_WORKFLOWS, {"user_id": user_id})
         rows = cur.fetchall()
+        return _WORKFLOW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _WORKFLOW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("list_workflows", exc) from exc
 
 
 MARK_VERSION_COMPLETED = r"""
@@ -1019,9 +1098,11 @@ def mark_version_completed(
             },
         )
         row = cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("mark_version_completed", exc) from exc
 
 
 MARK_VERSION_FAILED = r"""
@@ -1040,9 +1121,11 @@ def mark_version_failed(
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(MARK_VERSION_FAILED, {"user_id": user_id, "id": id, "error_message": error_message})
         row = cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("mark_version_failed", exc) from exc
 
 
 MARK_VERSION_PROCESSING = r"""
@@ -1057,9 +1140,11 @@ def mark_version_processing(conn: Connection[Any], *, user_id: UUID, id: UUID) -
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(MARK_VERSION_PROCESSING, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else DatasetVersion.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetVersion.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("mark_version_processing", exc) from exc
 
 
 PACKAGES_FOR_TIER = r"""
@@ -1076,9 +1161,11 @@ def packages_for_tier(conn: Connection[Any], *, tier: UserTier) -> list[CreditPa
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(PACKAGES_FOR_TIER, {"tier": tier})
         rows = cur.fetchall()
+        return _CREDITPACKAGE_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _CREDITPACKAGE_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("packages_for_tier", exc) from exc
 
 
 PURCHASE_CREDITS = r"""
@@ -1113,9 +1200,11 @@ def purchase_credits(
             PURCHASE_CREDITS, {"user_id": user_id, "package_id": package_id, "stripe_payment_id": stripe_payment_id}
         )
         row = cur.fetchone()
+        return None if row is None else CreditTransaction.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else CreditTransaction.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("purchase_credits", exc) from exc
 
 
 PURGE_SOFT_DELETED = r"""
@@ -1130,9 +1219,11 @@ def purge_soft_deleted(conn: Connection[Any], *, retention: timedelta | None = N
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(PURGE_SOFT_DELETED, {"retention": retention})
         rows = cur.fetchall()
+        return _PURGESOFTDELETEDROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _PURGESOFTDELETEDROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("purge_soft_deleted", exc) from exc
 
 
 QUEUE_JOB = r"""
@@ -1147,9 +1238,11 @@ def queue_job(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Job | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(QUEUE_JOB, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("queue_job", exc) from exc
 
 
 REGISTER_MODEL = r"""
@@ -1190,9 +1283,11 @@ def register_model(
             },
         )
         row = cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("register_model", exc) from exc
 
 
 RENAME_DATASET = r"""
@@ -1207,9 +1302,11 @@ def rename_dataset(conn: Connection[Any], *, user_id: UUID, id: UUID, name: Text
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(RENAME_DATASET, {"user_id": user_id, "id": id, "name": name})
         row = cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("rename_dataset", exc) from exc
 
 
 REPORT_INGESTION_PROGRESS = r"""
@@ -1248,9 +1345,11 @@ def report_ingestion_progress(
             },
         )
         row = cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("report_ingestion_progress", exc) from exc
 
 
 RESCUE_STALLED_JOBS = r"""
@@ -1265,9 +1364,11 @@ def rescue_stalled_jobs(conn: Connection[Any], *, stalled_after: timedelta | Non
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(RESCUE_STALLED_JOBS, {"stalled_after": stalled_after})
         rows = cur.fetchall()
+        return _RESCUESTALLEDJOBSROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _RESCUESTALLEDJOBSROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("rescue_stalled_jobs", exc) from exc
 
 
 RESTORE_USER = r"""
@@ -1282,9 +1383,11 @@ def restore_user(conn: Connection[Any], *, id: UUID) -> User | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(RESTORE_USER, {"id": id})
         row = cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("restore_user", exc) from exc
 
 
 RESTORE_WORKFLOW = r"""
@@ -1299,9 +1402,11 @@ def restore_workflow(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Workf
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(RESTORE_WORKFLOW, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("restore_workflow", exc) from exc
 
 
 SCHEMA_TABLES = r"""
@@ -1320,9 +1425,11 @@ def schema_tables(conn: Connection[Any]) -> list[SchemaTablesRow]:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SCHEMA_TABLES, None)
         rows = cur.fetchall()
+        return _SCHEMATABLESROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _SCHEMATABLESROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("schema_tables", exc) from exc
 
 
 SEED_REFERENCE_DATA = r"""
@@ -1376,9 +1483,11 @@ def set_current_version(conn: Connection[Any], *, user_id: UUID, dataset_id: UUI
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SET_CURRENT_VERSION, {"user_id": user_id, "dataset_id": dataset_id, "version_id": version_id})
         row = cur.fetchone()
+        return None if row is None else Dataset.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Dataset.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("set_current_version", exc) from exc
 
 
 SET_NODE_STATUS = r"""
@@ -1413,9 +1522,11 @@ def set_node_status(
             },
         )
         row = cur.fetchone()
+        return None if row is None else JobNode.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else JobNode.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("set_node_status", exc) from exc
 
 
 SIGN_IN_OAUTH = r"""
@@ -1429,10 +1540,11 @@ def sign_in_oauth(conn: Connection[Any], *, oauth_provider: OauthProvider, oauth
     try:
         cur = conn.cursor(row_factory=scalar_row)
         cur.execute(SIGN_IN_OAUTH, {"oauth_provider": oauth_provider, "oauth_id": oauth_id})
-        row = cur.fetchone()
+        return cur.fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return row
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("sign_in_oauth", exc) from exc
 
 
 SIGN_UP = r"""
@@ -1449,9 +1561,11 @@ def sign_up(conn: Connection[Any], *, email: Text, full_name: Text | None = None
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SIGN_UP, {"email": email, "full_name": full_name})
         row = cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("sign_up", exc) from exc
 
 
 SIGN_UP_OAUTH = r"""
@@ -1473,9 +1587,11 @@ def sign_up_oauth(
             {"email": email, "full_name": full_name, "oauth_provider": oauth_provider, "oauth_id": oauth_id},
         )
         row = cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("sign_up_oauth", exc) from exc
 
 
 SNAPSHOT_WORKFLOW = r"""
@@ -1494,9 +1610,11 @@ def snapshot_workflow(conn: Connection[Any], *, user_id: UUID, workflow_id: UUID
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SNAPSHOT_WORKFLOW, {"user_id": user_id, "workflow_id": workflow_id})
         row = cur.fetchone()
+        return None if row is None else WorkflowSnapshot.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else WorkflowSnapshot.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("snapshot_workflow", exc) from exc
 
 
 SOFT_DELETE_USER = r"""
@@ -1511,9 +1629,11 @@ def soft_delete_user(conn: Connection[Any], *, id: UUID) -> User | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SOFT_DELETE_USER, {"id": id})
         row = cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("soft_delete_user", exc) from exc
 
 
 SOFT_DELETE_WORKFLOW = r"""
@@ -1528,9 +1648,11 @@ def soft_delete_workflow(conn: Connection[Any], *, user_id: UUID, id: UUID) -> W
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SOFT_DELETE_WORKFLOW, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("soft_delete_workflow", exc) from exc
 
 
 START_INGESTION = r"""
@@ -1547,9 +1669,11 @@ def start_ingestion(conn: Connection[Any], *, user_id: UUID, id: UUID, worker_id
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(START_INGESTION, {"user_id": user_id, "id": id, "worker_id": worker_id})
         row = cur.fetchone()
+        return None if row is None else IngestionJob.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else IngestionJob.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("start_ingestion", exc) from exc
 
 
 START_TUTORIAL = r"""
@@ -1567,9 +1691,11 @@ def start_tutorial(conn: Connection[Any], *, user_id: UUID, tutorial_id: UUID) -
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(START_TUTORIAL, {"user_id": user_id, "tutorial_id": tutorial_id})
         row = cur.fetchone()
+        return None if row is None else UserTutorialProgress.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else UserTutorialProgress.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("start_tutorial", exc) from exc
 
 
 STORE_PROFILE = r"""
@@ -1629,9 +1755,11 @@ def store_profile(
             },
         )
         row = cur.fetchone()
+        return None if row is None else DatasetProfile.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else DatasetProfile.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("store_profile", exc) from exc
 
 
 SUBMIT_JOB = r"""
@@ -1681,9 +1809,11 @@ def submit_job(
             },
         )
         row = cur.fetchone()
+        return None if row is None else Job.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Job.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("submit_job", exc) from exc
 
 
 UNDEPLOY_MODEL = r"""
@@ -1698,9 +1828,11 @@ def undeploy_model(conn: Connection[Any], *, user_id: UUID, id: UUID) -> Model |
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(UNDEPLOY_MODEL, {"user_id": user_id, "id": id})
         row = cur.fetchone()
+        return None if row is None else Model.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Model.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("undeploy_model", exc) from exc
 
 
 UPDATE_WORKFLOW_DEFINITION = r"""
@@ -1719,9 +1851,11 @@ def update_workflow_definition(
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(UPDATE_WORKFLOW_DEFINITION, {"user_id": user_id, "id": id, "definition": definition})
         row = cur.fetchone()
+        return None if row is None else Workflow.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else Workflow.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("update_workflow_definition", exc) from exc
 
 
 USER_PROGRESS = r"""
@@ -1741,9 +1875,11 @@ def user_progress(conn: Connection[Any], *, user_id: UUID) -> list[UserProgressR
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(USER_PROGRESS, {"user_id": user_id})
         rows = cur.fetchall()
+        return _USERPROGRESSROW_LIST.validate_python(rows)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return _USERPROGRESSROW_LIST.validate_python(rows)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("user_progress", exc) from exc
 
 
 VERIFY_EMAIL = r"""
@@ -1758,6 +1894,8 @@ def verify_email(conn: Connection[Any], *, id: UUID) -> User | None:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(VERIFY_EMAIL, {"id": id})
         row = cur.fetchone()
+        return None if row is None else User.model_validate(row)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    return None if row is None else User.model_validate(row)
+    except (ValueError, RecursionError) as exc:
+        raise unreadable("verify_email", exc) from exc

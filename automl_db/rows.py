@@ -337,13 +337,13 @@ class Tutorial(Row):
     description: str | None = None
     difficulty: str
     steps: Json
-    step_count: int | None = None
     content_version: int
     estimated_minutes: int | None = None
     sort_order: int
     is_published: bool
     created_at: datetime
     updated_at: datetime
+    step_count: int | None = None
 
 
 class UserTutorialProgress(Row):

@@ -3,9 +3,9 @@
 Arguments are checked before anything reaches the server, by pydantic's `validate_call` in strict
 mode: no float, str or bool where an integer is declared, integers within their column's range,
 timezone-aware datetimes only, enums as enum members, text that is valid UTF-8 without NUL, and JSON
-that is JSON (no Decimal, set, NaN...) no deeper than MAX_JSON_DEPTH and no longer than
-MAX_JSON_BYTES, the bounds the database keeps too (domain bounded_jsonb). A refusal is InvalidInput
-naming the parameter, and nothing was sent.
+that is JSON (no Decimal, set, NaN, number beyond a double's range...) no deeper than
+MAX_JSON_DEPTH and no longer than MAX_JSON_BYTES, the bounds the database keeps too (domain
+bounded_jsonb). A refusal is InvalidInput naming the parameter, and nothing was sent.
 """
 
 import functools
@@ -20,14 +20,17 @@ from psycopg.rows import scalar_row
 from psycopg.types.json import Jsonb
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, validate_call
 
-from automl_db.errors import InvalidInput
+from automl_db.errors import DataUnreadable, InvalidInput
 
-__all__ = ["Int2", "Int4", "Int8", "JsonParam", "Label", "Row", "Text", "checked", "scalar_row"]
+__all__ = ["Int2", "Int4", "Int8", "JsonParam", "Label", "Row", "Text", "checked", "scalar_row", "unreadable"]
 
 #: No value in a JSON argument may sit more than this many arrays or objects below the top.
 MAX_JSON_DEPTH = 32
 #: Longest JSON argument, in bytes of its text (the database bounds its stored form to 1 MiB).
 MAX_JSON_BYTES = 1_048_576
+#: Largest magnitude of a JSON number: what a double holds, so every reader can read it back.
+MAX_JSON_NUMBER = 1e308
+_MAX_JSON_INT = int(MAX_JSON_NUMBER)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,7 +44,9 @@ class Row(BaseModel):
 
 class Label(StrEnum):
     """Base of the generated enums. A label the database holds that this code does not know yet (a
-    newer migration added it) reads as a member of its own instead of failing the whole row."""
+    newer migration added it) reads as a member of its own instead of failing the whole row; so
+    `Label(value)` accepts any string: use `parse()` to check a value from outside, and arguments of
+    the generated functions accept declared members only."""
 
     @classmethod
     def _missing_(cls, value: object) -> Any:
@@ -51,6 +56,19 @@ class Label(StrEnum):
         member._name_ = value.upper()
         member._value_ = value
         return member
+
+    @classmethod
+    def parse(cls, value: str) -> "Label":
+        """The declared member whose label is value; ValueError for any other string."""
+        for member in cls.__members__.values():
+            if member.value == value:
+                return member
+        raise ValueError(f"{value!r} is not a {cls.__name__} ({', '.join(m.value for m in cls.__members__.values())})")
+
+    @property
+    def declared(self) -> bool:
+        """Whether this is one of the labels the code was generated with."""
+        return self._name_ in type(self).__members__
 
 
 def _text(value: str) -> str:
@@ -68,17 +86,19 @@ def _json(value: Any) -> Jsonb | None:
     if value is None:
         return None
     if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json", exclude_none=True)
+        value = value.model_dump(mode="json")  # explicit nulls kept: what was read is written back
     stack: list[tuple[Any, int, str]] = [(value, 0, "$")]
     while stack:  # iterative: a 10,000-level document must not exhaust Python's recursion
         item, level, path = stack.pop()
         if level > MAX_JSON_DEPTH:
             raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels (at {path})")
-        if item is None or isinstance(item, bool | int):
+        if item is None or isinstance(item, bool):
             continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"JSON numbers are finite, not {item} (at {path})")
+        if isinstance(item, int | float):
+            # ints compare exactly: float(10**400) would itself overflow
+            if (isinstance(item, int) and abs(item) > _MAX_JSON_INT) or (isinstance(item, float) and not (
+                    math.isfinite(item) and abs(item) <= MAX_JSON_NUMBER)):
+                raise ValueError(f"JSON numbers are finite and within ±{MAX_JSON_NUMBER:g} (at {path})")
         elif isinstance(item, str):
             _text(item)
         elif isinstance(item, list | tuple):
@@ -99,6 +119,12 @@ def _json(value: Any) -> Jsonb | None:
 
 def _as_is(text: Any) -> str:
     return cast(str, text)
+
+
+def unreadable(query: str, exc: BaseException) -> DataUnreadable:
+    """The typed error of a result the generated code could not turn into Python values."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DataUnreadable(f"{query}(): a row could not be read: {type(exc).__name__}: {first}")
 
 
 Text = Annotated[str, AfterValidator(_text)]
@@ -127,12 +153,17 @@ def checked(function: Callable[P, R]) -> Callable[P, R]:
 
     def arguments(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         try:
-            return validate(*args, **kwargs)
+            args, kwargs = validate(*args, **kwargs)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = error["loc"][0] if error["loc"] else "?"
             parameter = "conn" if where == 0 else str(where)
             raise InvalidInput(f"{name}(): argument {parameter}: {error['msg']}", parameter=parameter) from None
+        for parameter, value in kwargs.items():  # a label read back from the future is not an argument
+            if isinstance(value, Label) and not value.declared:
+                raise InvalidInput(f"{name}(): argument {parameter}: {value.value!r} is not a {type(value).__name__}",
+                                   parameter=parameter)
+        return args, kwargs
 
     if inspect.iscoroutinefunction(function):
         @functools.wraps(function)

@@ -53,10 +53,12 @@ comment on type metric_goal is 'Whether a larger or a smaller value of an experi
 -- client: Python's json module, for one, recurses once per level and gives up near 1,000.
 create domain bounded_jsonb as jsonb
     constraint bounded_jsonb_limits check (
-        pg_column_size(value) <= 1048576 and not jsonb_path_exists(value, 'strict $.**{33 to last}'));
+        pg_column_size(value) <= 1048576 and not jsonb_path_exists(value, 'strict $.**{33 to last}'))
+    constraint bounded_jsonb_numbers check (
+        not jsonb_path_exists(value, 'strict $.** ? (@.type() == "number" && (@ > 1e308 || @ < -1e308))'));
 comment on domain bounded_jsonb is
-    'A JSON document a client writes: at most 1 MiB as stored and 32 levels deep (no value more than 32 '
-    'arrays or objects below the top).';
+    'A JSON document a client writes: at most 1 MiB as stored, 32 levels deep (no value more than 32 '
+    'arrays or objects below the top), numbers within a double''s range (what every reader can parse).';
 
 create domain error_text as text
     constraint error_text_length check (length(value) <= 10000);

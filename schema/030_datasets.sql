@@ -78,8 +78,8 @@ create table dataset_versions (
     content_sha256      text,
     error_message       error_text,
     created_at          timestamptz not null default now(),
-    processed_at        timestamptz,
     updated_at          timestamptz not null default now(),
+    processed_at        timestamptz,  -- after updated_at: migration 0002 added it
     constraint dataset_versions_dataset_fkey foreign key (dataset_id, user_id)
         references datasets (id, user_id) on delete cascade,
     constraint dataset_versions_id_dataset_key unique (id, dataset_id),

@@ -23,15 +23,16 @@ create table tutorials (
     title             text not null,
     description       text,
     difficulty        text not null default 'beginner',
-    steps             jsonb not null default '[]',
-    step_count        integer generated always as (
-        case when jsonb_typeof(steps) = 'array' then jsonb_array_length(steps) end) stored,
+    steps             bounded_jsonb not null default '[]',
     content_version   integer not null default 1,
     estimated_minutes integer,
     sort_order        integer not null default 0,
     is_published      boolean not null default false,
     created_at        timestamptz not null default now(),
     updated_at        timestamptz not null default now(),
+    -- last: migration 0004 re-created it (a generated column cannot outlive a change to its source's type)
+    step_count        integer generated always as (
+        case when jsonb_typeof(steps) = 'array' then jsonb_array_length(steps) end) stored,
     constraint tutorials_slug_key unique (slug),
     constraint tutorials_slug_format check (slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' and length(slug) <= 100),
     constraint tutorials_title_length check (length(btrim(title)) between 1 and 200),

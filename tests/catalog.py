@@ -4,8 +4,9 @@ from typing import Any
 
 import psycopg
 
-# Each query yields rows of text that identify one catalog object completely. Order-insensitive:
-# nothing here depends on OIDs, column positions or the order grants were made in. yoyo's
+# Each query yields rows of text that identify one catalog object completely. Nothing here depends
+# on OIDs or the order grants were made in. Columns carry their rank among live columns (not attnum,
+# which a dropped column leaves a gap in): `select *` and `\d` must read the same either way. yoyo's
 # bookkeeping tables are left out.
 NOT_YOYO = "c.relname not like '\\_yoyo%%' and c.relname <> 'yoyo_lock'"
 PUBLIC = "'public'::regnamespace"
@@ -24,7 +25,11 @@ CATALOG_QUERIES: dict[str, str] = {
           from pg_class c
          where c.relnamespace = {PUBLIC} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and {NOT_YOYO}""",
     "columns": f"""
-        select c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull::text,
+        select c.relname, a.attname,
+               (select count(*) from pg_attribute o
+                 where o.attrelid = a.attrelid and o.attnum > 0 and o.attnum <= a.attnum
+                   and not o.attisdropped)::text,
+               format_type(a.atttypid, a.atttypmod), a.attnotnull::text,
                coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attgenerated::text, a.attidentity::text,
                {acl('a.attacl')}, coalesce(col_description(c.oid, a.attnum), '')
           from pg_attribute a

@@ -23,13 +23,24 @@ from automl_db.errors import (
     CommitOutcomeUnknown,
     DatabaseUnavailable,
     InvalidInput,
+    QueryError,
     Retryable,
     TransactionFailed,
 )
 from automl_db.rows import JobStatus, ProblemType
 from automl_db.runtime import MAX_JSON_DEPTH
 from automl_db.shapes import WorkflowGraph
-from tests.helpers import as_role, give_credits, make_dataset, make_snapshot, make_user, one, table_contents, value
+from tests.helpers import (
+    as_role,
+    give_credits,
+    make_dataset,
+    make_job,
+    make_snapshot,
+    make_user,
+    one,
+    table_contents,
+    value,
+)
 
 Conn = psycopg.Connection[DictRow]
 SMALL = Settings(pool_min_size=1, pool_max_size=2, pool_timeout=5)
@@ -295,7 +306,7 @@ def kill_while_committing(conn: Conn, role: str = "automl_app") -> threading.Thr
     def killer() -> None:
         time.sleep(0.7)
         conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = %s"
-                     " and datname = current_database() and query like 'commit%%'", [role])
+                     " and datname = current_database() and query like '%%commit'", [role])
 
     thread = threading.Thread(target=killer)
     thread.start()
@@ -360,3 +371,166 @@ def test_a_resubmitted_key_returns_the_first_job(conn: Conn, app: Database) -> N
     assert value(conn, "select count(*) from job_nodes where job_id = %s", [first.id]) == len(
         value(conn, "select snapshot_data -> 'nodes' from workflow_snapshots where id = %s", [snapshot]))
     assert timedelta(0) <= datetime.now().astimezone() - first.created_at
+
+
+# Found by a second look (review of the first version of this contract).
+
+def test_cursors_prepared_statements_and_listens_do_not_cross_transactions(app_url: str, conn: Conn) -> None:
+    a, b = make_user(conn), make_user(conn)
+    make_dataset(conn, a, "a-secret")
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        with db.transaction(user_id=a) as c:
+            c.execute("declare leak cursor with hold for select name from datasets")
+            c.execute("prepare mine as select 1")
+            c.execute("prepare _pg3_0 as select 2")  # psycopg's own naming: would break its next prepare
+            c.execute("listen chatter")
+        with pytest.raises(QueryError) as gone, db.transaction(user_id=b) as c:
+            c.execute("fetch all from leak")
+        assert gone.value.sqlstate == "34000"  # invalid_cursor_name: the holdable cursor was closed
+        with db.transaction(user_id=b) as c:
+            assert c.execute("select count(*) from pg_prepared_statements where from_sql").fetchone() == (0,)
+            assert c.execute("select count(*) from pg_listening_channels()").fetchone() == (0,)
+            for _ in range(8):  # past psycopg's prepare threshold: its statements still work
+                assert q.get_user(c, id=b) is not None
+
+
+def test_what_a_block_changed_on_the_connection_object_is_restored(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+    notices: list[str] = []
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        with db.transaction(user_id=user) as c:
+            c.row_factory = psycopg.rows.dict_row
+            c.prepare_threshold = 0
+            c.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        with db.transaction(user_id=user) as c:
+            assert c.execute("select 1").fetchone() == (1,)
+            assert c.prepare_threshold == 5
+            c.execute("do $$ begin raise notice 'for the next user'; end $$")
+    assert notices == []
+
+
+def test_a_block_that_ends_its_own_transaction_is_refused(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        def commit_inside() -> None:
+            with db.transaction(user_id=user) as c:
+                q.create_dataset(c, user_id=user, name="half")
+                c.commit()
+
+        def close_inside() -> None:
+            with db.transaction(user_id=user) as c:
+                c.close()
+
+        def stream_left_open() -> None:
+            with db.transaction(user_id=user) as c:
+                rows = c.cursor().stream("select generate_series(1, 100000)")
+                next(rows)
+
+        for block in (commit_inside, close_inside, stream_left_open):
+            with pytest.raises(TransactionFailed):
+                block()
+        with db.transaction(user_id=user) as c:  # and the pool carries on
+            assert q.get_user(c, id=user) is not None
+
+
+def test_transaction_and_run_check_their_own_arguments(app_url: str) -> None:
+    with Database(app_url, settings=SMALL) as db:
+        for bad in ("not-a-uuid", "a\x00b", 0):
+            with pytest.raises(InvalidInput) as refused, db.transaction(user_id=bad) as c:  # type: ignore[arg-type]
+                c.execute("select 1")
+            assert refused.value.parameter == "user_id"
+        with pytest.raises(InvalidInput) as refused:
+            db.run(lambda c: None, attempts=0)
+        assert refused.value.parameter == "attempts"
+    with pytest.raises(DatabaseUnavailable), db.transaction() as c:  # closed
+        c.execute("select 1")
+    with pytest.raises(DatabaseUnavailable):
+        Database("", settings=SMALL)
+
+
+def test_a_runtime_role_database_refuses_a_login_that_bypasses_row_level_security(db_url: str) -> None:
+    with pytest.raises(DatabaseUnavailable) as refused:
+        Database(settings=Settings(database_url=db_url, pool_min_size=1, pool_max_size=1))  # the superuser
+    assert "automl_app" in str(refused.value)
+    with Database(db_url, settings=SMALL) as explicit, explicit.transaction() as c:  # a URL given on purpose
+        c.execute("select 1")
+
+
+def test_values_every_reader_can_read_back(conn: Conn, app: Database, app_url: str) -> None:
+    user = make_user(conn)
+    job = make_job(conn, user)
+    with pytest.raises(InvalidInput) as huge, app.transaction(user_id=user) as c:
+        q.register_model(c, user_id=user, job_id=job, name="m", metrics={"rmse": 10**400})
+    assert huge.value.parameter == "metrics"
+    with as_role(app_url, user) as raw:
+        for document in ('{"rmse": 1e400}', '{"n": ' + "9" * 5000 + "}"):
+            with pytest.raises(psycopg.Error) as refused:
+                raw.execute("insert into models (user_id, job_id, name, hyperparameters) values (%s, %s, 'm', %s)",
+                            [user, job, document])
+            assert refused.value.diag.constraint_name == "bounded_jsonb_numbers"
+    with pytest.raises(psycopg.Error) as deep:
+        conn.execute("insert into tutorials (slug, title, steps) values ('deep', 'D', %s)",
+                     ["[" * 3000 + "]" * 3000])
+    assert deep.value.diag.constraint_name == "bounded_jsonb_limits"
+
+
+def test_reads_do_not_depend_on_the_sessions_date_style_or_time_zone(conn: Conn, app_url: str, db_url: str) -> None:
+    user = make_user(conn)
+    database = value(conn, "select current_database()")
+    conn.execute(f'alter role automl_app in database "{database}" set datestyle = \'SQL, DMY\'')
+    conn.execute(f'alter role automl_app in database "{database}" set timezone = \'Asia/Tokyo\'')
+    with Database(app_url, settings=SMALL) as db, db.transaction(user_id=user) as c:
+        account = q.get_user(c, id=user)
+    assert account is not None
+    assert account.created_at.utcoffset() == timedelta(0)
+
+
+def test_a_cached_plan_invalidated_by_a_migration_is_retryable(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1, prepare_threshold=0)) as db:
+        with db.transaction(user_id=user) as c:
+            q.get_user(c, id=user)
+        conn.execute("alter table users add column nickname text")
+        found = db.run(lambda c: q.get_user(c, id=user), user_id=user)
+    assert found is not None
+
+
+def test_what_is_read_is_written_back_as_it_was(conn: Conn, app: Database) -> None:
+    user = make_user(conn)
+    graph = {"nodes": [{"id": "a", "type": "model", "params": {"seed": None}, "checkpoint": None}], "edges": []}
+    with app.transaction(user_id=user) as c:
+        workflow = q.create_workflow(c, user_id=user, name="w", definition=graph)
+        assert workflow is not None
+        again = q.update_workflow_definition(c, user_id=user, id=workflow.id, definition=workflow.definition)
+    assert again is not None
+    stored = value(conn, "select definition from workflows where id = %s", [workflow.id])
+    assert stored["nodes"][0] == graph["nodes"][0]
+
+
+def test_a_label_from_the_future_reads_but_is_no_argument(conn: Conn, app: Database) -> None:
+    user = make_user(conn)
+    with pytest.raises(ValueError, match="ProblemType"):
+        ProblemType.parse("forecast")
+    assert ProblemType.parse("regression") is ProblemType.REGRESSION
+    with pytest.raises(InvalidInput) as refused, app.transaction(user_id=user) as c:
+        q.create_dataset(c, user_id=user, name="d", problem_type=ProblemType("forecast"))
+    assert refused.value.parameter == "problem_type"
+
+
+def test_an_error_at_the_end_of_a_block_always_means_nothing_committed(app_url: str, conn: Conn) -> None:
+    """A block leaving a 1 ms statement_timeout makes the statements that end it race the timer. Whatever
+    the race does, the error and the data must agree: refused means not committed, silent means committed."""
+    user = make_user(conn)
+    name = value(conn, "select full_name from users where id = %s", [user])
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        for n in range(300):
+            try:
+                with db.transaction(user_id=user) as c:
+                    c.execute("update users set full_name = %s where id = %s", [f"n{n}", user])
+                    c.execute("set statement_timeout = 1")
+                name = f"n{n}"
+            except Retryable:
+                pass
+            assert value(conn, "select full_name from users where id = %s", [user]) == name
+        with db.transaction(user_id=user) as c:  # and the timeout never reaches the next block
+            assert c.execute("show statement_timeout").fetchone() == ("0",)

@@ -5,6 +5,7 @@ and what one client leaves in a server session must not reach another."""
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -43,7 +44,9 @@ def test_tenants_interleaved_on_shared_server_connections_see_only_their_rows(
 
         def careless() -> None:  # leaves a session-level tenant (and timeout) on whatever server it lands
             for _ in range(60):
-                with db.transaction(user_id=users[0]) as c:
+                # Its own end may outlast the 1 ms it set itself (then it is cancelled, and rolled back):
+                # that is its own business. Nobody else's transaction may feel it.
+                with suppress(Retryable), db.transaction(user_id=users[0]) as c:
                     c.execute("select set_config('automl.user_id', %s, false)", [str(users[0])])
                     c.execute("set statement_timeout = 1")
 
