@@ -20,13 +20,15 @@ from psycopg.types.json import Jsonb
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.database import with_user
-from automl_db.db import SET_USER, Database
+from automl_db.db import Database
 from bench import queue
 from bench.report import Goal, Row, Table
 from bench.rounds import Samples, interleaved
 from bench.sides import WORKER
 
 THREADS = 4
+#: How a hand-written psycopg client acts for a user: its own statement inside its transaction.
+SET_USER = "select set_config('automl.user_id', %s, true)"
 LISTED = 1000
 RAW = "raw psycopg"
 CALLS = (Goal(RAW, 0.9),)

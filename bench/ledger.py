@@ -22,10 +22,10 @@ PROJECT = Ledger(
     accounts=f"insert into users (id, email)"
              f" select {uid('n')}, 'bench' || n || '@example.com' from generate_series(1, %(accounts)s::int) n",
     history=("insert into credit_transactions (user_id, type, amount, description)"
-             f" select {uid('n')}, 'purchase', 1, 'history'"
+             f" select {uid('n')}, 'adjustment', 1, 'history'"
              " from generate_series(1, %(accounts)s::int) n, generate_series(1, %(entries)s::int) e",),
     post=f"""insert into credit_transactions (user_id, type, amount, description)
-values ({uid(':u')}, 'purchase', 1, 'bench');
+values ({uid(':u')}, 'adjustment', 1, 'bench');
 """,
 )
 
@@ -101,7 +101,7 @@ def run(url: str, *, seconds: int, rounds: int, accounts: int, history: int) -> 
             " transaction. The empty case starts from empty ledgers; then"
             f" {accounts * history:,} entries of history are added ({history:,} per account, through the"
             " project's own insert) on top of the empty case's entries. pgbench connects as the"
-            " administrator on every side (no runtime role may post a bare purchase), so row-level security"
+            " administrator on every side (an adjustment is a billing entry), so row-level security"
             " is not in these figures."
         ),
         project="automl_db",

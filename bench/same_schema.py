@@ -20,8 +20,8 @@ create table bench.same_ledger (like credit_transactions including all,
     accounts=f"insert into bench.same_users (id, email)"
              f" select {uid('n')}, 'bench' || n || '@example.com' from generate_series(1, %(accounts)s::int) n",
     history=(
-        "insert into bench.same_ledger (user_id, entry_number, type, amount, balance_after, description)"
-        " select u.id, u.last_entry_number + e, 'purchase', 1, u.credit_balance + e, 'history'"
+        "insert into bench.same_ledger (id, user_id, entry_number, type, amount, balance_after, description)"
+        " select gen_random_uuid(), u.id, u.last_entry_number + e, 'adjustment', 1, u.credit_balance + e, 'history'"
         " from bench.same_users u, generate_series(1, %(entries)s::int) e",
         "update bench.same_users set credit_balance = credit_balance + %(entries)s,"
         " last_entry_number = last_entry_number + %(entries)s",
@@ -31,8 +31,8 @@ create table bench.same_ledger (like credit_transactions including all,
        set credit_balance = credit_balance + 1, last_entry_number = last_entry_number + 1, updated_at = now()
      where id = {uid(':u')} and credit_balance + 1 >= 0
     returning id, credit_balance, last_entry_number)
-insert into bench.same_ledger (user_id, type, amount, description, balance_after, entry_number)
-select id, 'purchase', 1, 'bench', credit_balance, last_entry_number from moved;
+insert into bench.same_ledger (id, user_id, type, amount, description, balance_after, entry_number)
+select gen_random_uuid(), id, 'adjustment', 1, 'bench', credit_balance, last_entry_number from moved;
 """,
     requires="select u.credit_balance, u.last_entry_number, u.updated_at, c.user_id, c.type, c.amount,"
              " c.description, c.balance_after, c.entry_number from users u, credit_transactions c limit 0",

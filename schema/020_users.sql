@@ -28,6 +28,34 @@ comment on column tier_limits.updated_at is 'Last change of this row (set by tri
 create trigger tier_limits_set_updated_at before update on tier_limits
     for each row execute function set_updated_at();
 
+-- This row is the ledger's hot row (one UPDATE per entry), and PostgreSQL parses and runs every
+-- CHECK of a table again for each statement that updates it, whichever columns change. So its
+-- rules are kept where they cost the ledger nothing: one-column rules are domains (checked when
+-- that column is written), and the rules tying the identity and deletion columns together are a
+-- trigger that fires only when one of those columns changes (users_rules). Either way the
+-- error carries the rule's name as a CHECK would (SQLSTATE 23514).
+create domain email_address as text
+    constraint users_email_format check (length(value) <= 254 and value ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:].]+$');
+comment on domain email_address is 'An e-mail address: at most 254 characters, one @, a dot in the domain part.';
+create domain person_name as text
+    constraint users_full_name_length check (length(btrim(value)) between 1 and 200);
+comment on domain person_name is 'A display name of a person: 1-200 characters, not blank.';
+create domain oauth_subject as text
+    constraint users_oauth_id_length check (length(value) between 1 and 255);
+comment on domain oauth_subject is 'An identity''s id at its OAuth provider: 1-255 characters.';
+create domain account_credits as integer
+    constraint users_credit_balance_nonnegative check (value >= 0);
+comment on domain account_credits is 'Credits an account holds: never negative.';
+create domain usage_count as integer
+    constraint users_counters_nonnegative check (value >= 0);
+comment on domain usage_count is 'How many of something an account owns: never negative.';
+create domain usage_bytes as bigint
+    constraint users_storage_nonnegative check (value >= 0);
+comment on domain usage_bytes is 'Bytes an account stores: never negative.';
+create domain entry_count as bigint
+    constraint users_last_entry_number_nonnegative check (value >= 0);
+comment on domain entry_count is 'Ledger entries an account has: never negative.';
+
 -- Reference rows every database needs: users.tier references them.
 insert into tier_limits (tier, max_storage_bytes, max_datasets, max_workflows, max_models)
 values ('free',       1073741824,    10,   10,   20),    -- 1 GiB
@@ -36,37 +64,24 @@ values ('free',       1073741824,    10,   10,   20),    -- 1 GiB
 
 create table users (
     id                 uuid primary key default gen_random_uuid(),
-    email              text,
-    full_name          text,
+    email              email_address,
+    full_name          person_name,
     oauth_provider     oauth_provider,
-    oauth_id           text,
+    oauth_id           oauth_subject,
     tier               user_tier not null default 'free',
-    credit_balance     integer not null default 0,
+    credit_balance     account_credits not null default 0,
     email_verified     boolean not null default false,
     is_deleted         boolean not null default false,
     deleted_at         timestamptz,
     purged_at          timestamptz,
-    dataset_count      integer not null default 0,
-    workflow_count     integer not null default 0,
-    model_count        integer not null default 0,
-    storage_used_bytes bigint not null default 0,
-    last_entry_number  bigint not null default 0,
+    dataset_count      usage_count not null default 0,
+    workflow_count     usage_count not null default 0,
+    model_count        usage_count not null default 0,
+    storage_used_bytes usage_bytes not null default 0,
+    last_entry_number  entry_count not null default 0,
     created_at         timestamptz not null default now(),
     updated_at         timestamptz not null default now(),
-    constraint users_tier_fkey foreign key (tier) references tier_limits (tier),
-    constraint users_email_required check (email is not null or purged_at is not null),
-    constraint users_email_format check (
-        length(email) <= 254 and email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:].]+$'),
-    constraint users_full_name_length check (length(btrim(full_name)) between 1 and 200),
-    constraint users_oauth_pair check ((oauth_provider is null) = (oauth_id is null)),
-    constraint users_oauth_id_length check (length(oauth_id) between 1 and 255),
-    constraint users_credit_balance_nonnegative check (credit_balance >= 0),
-    constraint users_counters_nonnegative check (
-        dataset_count >= 0 and workflow_count >= 0 and model_count >= 0),
-    constraint users_storage_nonnegative check (storage_used_bytes >= 0),
-    constraint users_last_entry_number_nonnegative check (last_entry_number >= 0),
-    constraint users_deleted_at_matches check (is_deleted = (deleted_at is not null)),
-    constraint users_purged_is_deleted check (purged_at is null or is_deleted)
+    constraint users_tier_fkey foreign key (tier) references tier_limits (tier)
 );
 comment on table users is
     'Accounts: identity (e-mail or OAuth), tier, credit balance, usage counters and soft delete. '
@@ -82,7 +97,8 @@ comment on column users.credit_balance is
     'Credits available now. Moves only with credit_transactions entries; never negative.';
 comment on column users.email_verified is 'Whether the user proved ownership of the e-mail address.';
 comment on column users.is_deleted is 'Soft delete flag: the account is closed but recoverable for the retention period.';
-comment on column users.deleted_at is 'When is_deleted last turned true (stamped by trigger); purge counts retention from it.';
+comment on column users.deleted_at is
+    'When is_deleted last turned true (stamped by users_rules); purge counts retention from it.';
 comment on column users.purged_at is
     'When purge_soft_deleted removed this user''s content and personal data. The row stays so the ledger keeps its owner.';
 comment on column users.dataset_count is 'Number of datasets the user owns (trigger-maintained).';
@@ -104,16 +120,42 @@ comment on index users_oauth_key is 'One account per OAuth identity.';
 comment on index users_tier_idx is 'Foreign key to tier_limits; also serves per-tier reporting.';
 comment on index users_deleted_at_idx is 'Finds soft-deleted accounts past retention for purge.';
 
--- Trigger-made updates (ledger postings, counters) stamp updated_at themselves; skipping this
--- function for them keeps the ledger's hot path to one PL/pgSQL call.
-create trigger users_set_updated_at before update on users
-    for each row when (pg_trigger_depth() = 0) execute function set_updated_at();
-create trigger users_stamp_deleted_at before insert or update of is_deleted, deleted_at on users
-    for each row execute function stamp_deleted_at();
+-- The rules of an account's identity and deletion (see the note above the domains), and the soft
+-- delete stamp: only when one of those columns is written.
+create function users_check_account_state() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    if new.is_deleted then  -- is_deleted is what clients set; deleted_at is the database's record of when
+        new.deleted_at := case when tg_op = 'INSERT' or not old.is_deleted then now() else old.deleted_at end;
+    else
+        new.deleted_at := null;
+    end if;
+    if new.email is null and new.purged_at is null then
+        raise check_violation using message = 'an account has an e-mail address until it is purged',
+            constraint = 'users_email_required';
+    elsif (new.oauth_provider is null) <> (new.oauth_id is null) then
+        raise check_violation using message = 'oauth_provider and oauth_id are given together or not at all',
+            constraint = 'users_oauth_pair';
+    elsif new.purged_at is not null and not new.is_deleted then
+        raise check_violation using message = 'a purged account stays closed',
+            constraint = 'users_purged_is_deleted';
+    end if;
+    return new;
+end;
+$$;
+comment on function users_check_account_state() is
+    'BEFORE INSERT, or UPDATE of e-mail, OAuth identity or deletion columns, on users: stamps deleted_at '
+    '(when is_deleted turns true; cleared on restore) and refuses an account without e-mail before purge '
+    '(users_email_required), half an OAuth identity (users_oauth_pair) or a purged account reopened '
+    '(users_purged_is_deleted), SQLSTATE 23514.';
+
+create trigger users_rules
+    before insert or update of email, oauth_provider, oauth_id, is_deleted, deleted_at, purged_at on users
+    for each row execute function users_check_account_state();
 
 -- credit_balance, last_entry_number, the counters and storage_used_bytes are derived: only the
--- database's own triggers may move them. pg_trigger_depth() = 0 in the WHEN clause means the
--- UPDATE came straight from a client, not from a trigger, so the ledger path pays nothing.
+-- database's own triggers may move them.
 create function users_refuse_derived_change() returns trigger
 language plpgsql
 set search_path = pg_catalog, public, pg_temp as $$
@@ -128,19 +170,44 @@ begin
 end;
 $$;
 comment on function users_refuse_derived_change() is
-    'Refuses a client INSERT or UPDATE that sets users.credit_balance, last_entry_number, the counters '
-    'or storage_used_bytes (SQLSTATE AM005, constraint users_derived_columns).';
+    'Refuses a client INSERT that sets users.credit_balance, last_entry_number, the counters or '
+    'storage_used_bytes (SQLSTATE AM005, constraint users_derived_columns).';
 
 create trigger users_derived_columns_insert before insert on users
     for each row when (new.credit_balance <> 0 or new.last_entry_number <> 0 or new.dataset_count <> 0
                        or new.workflow_count <> 0 or new.model_count <> 0 or new.storage_used_bytes <> 0)
     execute function users_refuse_derived_change();
-create trigger users_derived_columns_update before update on users
-    for each row when (pg_trigger_depth() = 0 and (
-        new.credit_balance <> old.credit_balance or new.last_entry_number <> old.last_entry_number
-        or new.dataset_count <> old.dataset_count or new.workflow_count <> old.workflow_count
-        or new.model_count <> old.model_count or new.storage_used_bytes <> old.storage_used_bytes))
-    execute function users_refuse_derived_change();
+-- What a client (not a trigger) changes on a users row, in one trigger: a purged account is final
+-- (its personal data must not come back), the derived columns are the database's, and updated_at is
+-- stamped. Updates made by the ledger and the counters (trigger depth 1) check and stamp
+-- themselves, so the WHEN keeps this, and its evaluation, off their path.
+create function users_guard() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    if old.purged_at is not null then
+        raise exception 'account % was purged on %: it cannot change', old.id, old.purged_at
+            using errcode = 'AM004', constraint = 'users_account_closed';
+    end if;
+    if new.credit_balance <> old.credit_balance or new.last_entry_number <> old.last_entry_number
+       or new.dataset_count <> old.dataset_count or new.workflow_count <> old.workflow_count
+       or new.model_count <> old.model_count or new.storage_used_bytes <> old.storage_used_bytes then
+        raise exception 'users.% is maintained by the database and cannot be written directly',
+            case when new.credit_balance <> old.credit_balance or new.last_entry_number <> old.last_entry_number
+                 then 'credit_balance' else 'counters/storage' end
+            using errcode = 'AM005', constraint = 'users_derived_columns',
+                  hint = 'Credits move with credit_transactions entries; counters and storage follow the rows they count.';
+    end if;
+    new.updated_at := now();
+    return new;
+end;
+$$;
+comment on function users_guard() is
+    'BEFORE UPDATE on users by a client: refuses changing a purged account (AM004, users_account_closed) '
+    'or a derived column (AM005, users_derived_columns), and stamps updated_at.';
+
+create trigger users_guard before update on users
+    for each row when (pg_trigger_depth() = 0) execute function users_guard();
 
 -- The single place usage moves and quotas are enforced. The UPDATE locks the user row, so
 -- concurrent writers for one user queue here and a limit cannot be slipped past by racing.
@@ -192,22 +259,6 @@ comment on function users_adjust_usage(uuid, integer, integer, integer, bigint) 
     'Moves a user''s counters and storage by the given deltas and, when any grows, refuses a closed account '
     '(AM004, users_account_closed) and going past the tier''s limits (SQLSTATE AM002, constraint '
     'users_<what>_within_tier). Called by counter triggers.';
-
--- A purged account is what retention left of it: nothing of it may change again (its personal data
--- must not come back), though its ledger stays readable.
-create function users_refuse_purged_change() returns trigger
-language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
-begin
-    raise exception 'account % was purged on %: it cannot change', old.id, old.purged_at
-        using errcode = 'AM004', constraint = 'users_account_closed';
-end;
-$$;
-comment on function users_refuse_purged_change() is
-    'BEFORE UPDATE on users whose purged_at is set: refused (AM004, users_account_closed).';
-
-create trigger users_purged_immutable before update on users
-    for each row when (old.purged_at is not null) execute function users_refuse_purged_change();
 
 -- Rows never change owner: counters, quotas and the composite keys all assume it.
 create function refuse_owner_change() returns trigger

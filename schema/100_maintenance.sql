@@ -170,7 +170,11 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
     union all
     -- Ownership links hold (foreign key triggers can be switched off by a superuser).
     select 'owner links', x.tbl || ' ' || x.id::text, x.detail
-      from (select 'dataset_versions' as tbl, v.id, 'dataset owner differs or dataset missing' as detail
+      from (select 'credit_transactions' as tbl, c.id, 'account missing' as detail
+              from credit_transactions c left join users u on u.id = c.user_id
+             where u.id is null
+            union all
+            select 'dataset_versions', v.id, 'dataset owner differs or dataset missing'
               from dataset_versions v left join datasets p on p.id = v.dataset_id
              where p.user_id is distinct from v.user_id
             union all

@@ -143,7 +143,7 @@ def test_a_user_with_ledger_entries_cannot_be_hard_deleted(conn: Conn, user: Any
 
 
 def test_unknown_user_is_a_foreign_key_error(conn: Conn) -> None:
-    assert_refused(conn, POST, {"user": "00000000-0000-0000-0000-000000000001", "type": "purchase", "amount": 5,
+    assert_refused(conn, POST, {"user": "00000000-0000-0000-0000-000000000001", "type": "adjustment", "amount": 5,
                                 "job": None, "payment": None},
                    sqlstate="23503", constraint="credit_transactions_user_fkey")
 
