@@ -6,7 +6,6 @@ a third trains another model, the models meet on an experiment leaderboard, the 
 tutorial, and the database's own audit ends it.
 """
 
-import dataclasses
 import sys
 import uuid
 from collections.abc import Sequence
@@ -74,8 +73,8 @@ def run_job(db: Database, workers: Database, user: uuid.UUID, workflow: uuid.UUI
 
 
 def main() -> int:
-    small = dataclasses.replace(Settings.from_env(), pool_min_size=2, pool_max_size=4)  # a demo needs few
     try:
+        small = Settings(pool_min_size=2, pool_max_size=4)  # a demo needs few; the rest from the environment
         with (Database(settings=small) as db, Database(settings=small, role="automl_worker") as workers,
               Database(settings=small, role="automl_billing") as billing):
             story(db, workers, billing)
