@@ -19,6 +19,7 @@ import pytest
 from automl_db import scratch
 from automl_db.paths import PROJECT_ROOT
 from tests.conftest import create_database, drop_database
+from tests.helpers import dead_pid
 
 ROOT = PROJECT_ROOT or Path.cwd()
 
@@ -26,14 +27,6 @@ ROOT = PROJECT_ROOT or Path.cwd()
 def databases(server_url: str) -> set[str]:
     with psycopg.connect(server_url, autocommit=True) as conn:
         return {str(row[0]) for row in conn.execute("select datname from pg_database")}
-
-
-def dead_pid() -> int:
-    """The id of a process that has just ended (and so, for now, names no process)."""
-    process = subprocess.Popen(["true"])
-    process.wait()
-    assert not scratch.process_exists(process.pid)
-    return process.pid
 
 
 def start_session(tmp_path: Path, test_source: str, conftest_source: str = "") -> subprocess.Popen[str]:
