@@ -6,9 +6,9 @@ export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
 default:
     @just --list
 
-# Embedded server (or DATABASE_URL) + migrations + reference data, then a summary
-up:
-    automl-db up
+# Embedded server (or DATABASE_URL) + migrations + reference data, then a summary (--json: for CI)
+up *args:
+    automl-db up {{ args }}
 
 # The main job: the platform's story end to end through the typed API
 demo: up
@@ -22,28 +22,42 @@ codegen *args:
 test *args:
     python -m pytest -q {{ args }}
 
-# ruff, mypy --strict, squawk on the migrations, generated code fresh
+# Rewrite docs/schema.md (ER diagram, tables, rules, triggers) from a database the migrations built (--check: fail if stale)
+schema-doc *args:
+    python -m automl_db.schemadoc {{ args }}
+
+# ruff, mypy --strict, squawk on the migrations, generated code and docs/schema.md fresh
 lint:
     ruff check .
     mypy
     squawk migrations/*.sql
     python -m automl_db.codegen --check
+    python -m automl_db.schemadoc --check
 
 # Apply pending migrations
 migrate:
     automl-db migrate
 
-# Applied and pending migrations
-status:
-    automl-db status
+# Applied and pending migrations, read-only (--json: for CI)
+status *args:
+    automl-db status {{ args }}
 
 # Start the embedded server and print its URL
 server:
     automl-db server
 
 # Stop the embedded server
-down:
+stop:
     automl-db stop
+
+# Open the server's own psql on the database (arguments go to psql: just psql -c 'table tier_limits')
+[positional-arguments]
+psql *args:
+    automl-db psql "$@"
+
+# Drop leftover test databases, then drop and rebuild the local database (see automl-db reset --help)
+reset *args:
+    automl-db reset {{ args }}
 
 # Benchmarks against their physical floors in the same run; figures into docs/benchmarks.md
 # (--quick: smoke test; --only ledger|queue|api: print one table, write nothing)

@@ -5,7 +5,7 @@ finds a database (``DATABASE_URL`` or an embedded server), migrates it, and runs
 """
 
 from automl_db.config import Settings
-from automl_db.errors import AutomlDbError, DatabaseUnavailable, MigrationFailed
+from automl_db.errors import AutomlDbError, DatabaseUnavailable, InvalidSetting, MigrationFailed
 
-__all__ = ["AutomlDbError", "DatabaseUnavailable", "MigrationFailed", "Settings"]
+__all__ = ["AutomlDbError", "DatabaseUnavailable", "InvalidSetting", "MigrationFailed", "Settings"]
 __version__ = "0.1.0"

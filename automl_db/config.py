@@ -1,55 +1,98 @@
-"""Settings, read from the environment (``DATABASE_URL``, ``AUTOML_DB_*``) or given explicitly."""
+"""Settings, read from the environment (``DATABASE_URL``, ``AUTOML_DB_*``) or given explicitly.
 
-import os
-from dataclasses import dataclass, field
+`Settings(...)` takes the values it is given and reads every other field from its environment
+variable (pydantic-settings), so `DATABASE_URL` wins over the embedded server whoever builds the
+settings; `Settings.from_env()` is the same with nothing given. A value that does not parse, or
+is out of range, raises `InvalidSetting` with one line naming the variable (or keyword) and the
+value, instead of a traceback from deep inside the pool.
+"""
+
 from pathlib import Path
+from typing import Annotated, Any
 
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from automl_db.errors import InvalidSetting
 from automl_db.paths import PROJECT_ROOT
+
+#: Fields whose value must not be echoed in an error message (a URL may carry a password).
+_SECRET = {"database_url", "DATABASE_URL"}
 
 
 def _default_data_dir() -> Path:
     return (PROJECT_ROOT or Path.cwd()) / ".pgdata"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    """Where the database is. ``database_url`` wins; without it an embedded server is used."""
+class Settings(BaseSettings):
+    """Where the database is. ``database_url`` wins; without it an embedded server is used.
 
-    database_url: str | None = None
-    embedded_data_dir: Path = field(default_factory=_default_data_dir)
-    embedded_pg_version: int = 18
-    connect_timeout: float = 10.0
+    Each field's environment variable is its `validation_alias`; an empty variable counts as unset.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True, case_sensitive=True, env_ignore_empty=True, extra="forbid",
+        validate_by_name=True, validate_by_alias=True)
+
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    embedded_data_dir: Path = Field(default_factory=_default_data_dir, validation_alias="AUTOML_DB_DATA_DIR")
+    embedded_pg_version: int = Field(18, gt=0, validation_alias="AUTOML_DB_PG_VERSION")
+    connect_timeout: float = Field(10.0, gt=0, validation_alias="AUTOML_DB_CONNECT_TIMEOUT")
     #: The seed's pool: 20 connections kept, 10 more on demand (SQLAlchemy pool_size=20, max_overflow=10).
-    pool_min_size: int = 20
-    pool_max_size: int = 30
+    pool_min_size: int = Field(20, ge=0, validation_alias="AUTOML_DB_POOL_MIN_SIZE")
+    pool_max_size: int = Field(30, ge=1, validation_alias="AUTOML_DB_POOL_MAX_SIZE")
     #: Seconds a caller waits for a free connection before PoolTimeout.
-    pool_timeout: float = 30.0
+    pool_timeout: float = Field(30.0, gt=0, validation_alias="AUTOML_DB_POOL_TIMEOUT")
     #: Server-side limit for one statement, in milliseconds (0: none). Set inside each transaction,
-    #: so it also holds behind a transaction pooler.
-    statement_timeout_ms: int = 0
-    #: Executions of a statement before psycopg prepares it on the server; None: never (behind a
-    #: transaction pooler that does not track prepared statements, such as PgBouncer before 1.21).
-    prepare_threshold: int | None = 5
+    #: so it also holds behind a transaction pooler. PostgreSQL takes at most 2^31 - 1.
+    statement_timeout_ms: int = Field(0, ge=0, le=2**31 - 1, validation_alias="AUTOML_DB_STATEMENT_TIMEOUT_MS")
+    #: Executions of a statement before psycopg prepares it on the server; None (`none` in the
+    #: environment): never, behind a transaction pooler that does not track prepared statements,
+    #: such as PgBouncer before 1.21.
+    prepare_threshold: Annotated[int, Field(ge=0)] | None = Field(5, validation_alias="AUTOML_DB_PREPARE_THRESHOLD")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidSetting(_one_line(exc)) from exc
 
     @classmethod
     def from_env(cls) -> "Settings":
-        env = os.environ
-        defaults = cls()
-        return cls(
-            database_url=env.get("DATABASE_URL") or None,
-            embedded_data_dir=Path(env["AUTOML_DB_DATA_DIR"]) if env.get("AUTOML_DB_DATA_DIR")
-            else defaults.embedded_data_dir,
-            embedded_pg_version=int(env.get("AUTOML_DB_PG_VERSION", defaults.embedded_pg_version)),
-            connect_timeout=float(env.get("AUTOML_DB_CONNECT_TIMEOUT", defaults.connect_timeout)),
-            pool_min_size=int(env.get("AUTOML_DB_POOL_MIN_SIZE", defaults.pool_min_size)),
-            pool_max_size=int(env.get("AUTOML_DB_POOL_MAX_SIZE", defaults.pool_max_size)),
-            pool_timeout=float(env.get("AUTOML_DB_POOL_TIMEOUT", defaults.pool_timeout)),
-            statement_timeout_ms=int(env.get("AUTOML_DB_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms)),
-            prepare_threshold=_threshold(env.get("AUTOML_DB_PREPARE_THRESHOLD"), defaults.prepare_threshold),
-        )
+        """Every field from its environment variable, or its default."""
+        return cls()
+
+    @field_validator("prepare_threshold", mode="before")
+    @classmethod
+    def _none_means_never(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return None
+        return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> "Settings":
+        if self.pool_max_size < self.pool_min_size:
+            raise ValueError(f"AUTOML_DB_POOL_MAX_SIZE / pool_max_size ({self.pool_max_size}) is below "
+                             f"AUTOML_DB_POOL_MIN_SIZE / pool_min_size ({self.pool_min_size})")
+        return self
 
 
-def _threshold(value: str | None, default: int | None) -> int | None:
-    if value is None or value == "":
-        return default
-    return None if value.strip().lower() == "none" else int(value)
+def _one_line(exc: ValidationError) -> str:
+    """'AUTOML_DB_CONNECT_TIMEOUT='ten': Input should be a valid number...' — the variable (or the
+    keyword) as it was given, its value, and pydantic's reason; several joined by '; '."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        reason = error["msg"].removeprefix("Value error, ")
+        if not where:  # a rule over several fields names them itself
+            parts.append(f"invalid settings: {reason}")
+        elif where in _SECRET:
+            parts.append(f"{where}: {reason}")
+        else:
+            parts.append(f"{where}={error['input']!r}: {reason}")
+    return "; ".join(parts)

@@ -6,7 +6,6 @@ a third trains another model, the models meet on an experiment leaderboard, the 
 tutorial, and the database's own audit ends it.
 """
 
-import dataclasses
 import sys
 import uuid
 from collections.abc import Sequence
@@ -73,9 +72,13 @@ def run_job(db: Database, workers: Database, user: uuid.UUID, workflow: uuid.UUI
     return job.id, model.id
 
 
+class ReferenceDataMissing(AutomlDbError):
+    """The packages and tutorials the story uses are not in the database (`automl-db up` loads them)."""
+
+
 def main() -> int:
-    small = dataclasses.replace(Settings.from_env(), pool_min_size=2, pool_max_size=4)  # a demo needs few
     try:
+        small = Settings(pool_min_size=2, pool_max_size=4)  # a demo needs few; the rest from the environment
         with (Database(settings=small) as db, Database(settings=small, role="automl_worker") as workers,
               Database(settings=small, role="automl_billing") as billing):
             story(db, workers, billing)
@@ -85,11 +88,29 @@ def main() -> int:
     return 0
 
 
+#: The reference data the story uses: a package a free account may buy, and a published tutorial.
+BUILDER = "Builder"
+TUTORIAL = "first-model"
+
+
+def check_reference_data(db: Database) -> None:
+    """Fail before anyone signs up, rather than with a bare StopIteration after the sign-up committed."""
+    with db.transaction(read_only=True) as conn:
+        packages = {p.name for p in q.packages_for_tier(conn, tier=UserTier.FREE)}
+        tutorials = {t.slug for t in q.list_published_tutorials(conn)}
+    missing = [f"credit package {BUILDER!r}"] if BUILDER not in packages else []
+    missing += [f"published tutorial {TUTORIAL!r}"] if TUTORIAL not in tutorials else []
+    if missing:
+        raise ReferenceDataMissing(f"reference data is not loaded (no {' and no '.join(missing)}): run `automl-db up`"
+                                   " (or `just up`) first")
+
+
 def story(db: Database, workers: Database, billing: Database) -> None:
     """db acts as automl_app (row-level security: every transaction acts for one user); workers
     as automl_worker; billing as automl_billing, the only role that creates credits. Reference
-    data (packages, tutorials) was loaded by `automl-db up`."""
+    data (packages, tutorials) was loaded by `automl-db up`; without it nothing is written."""
     tag = uuid.uuid4().hex[:8]
+    check_reference_data(db)
 
     # 1. Sign up; billing credits the package paid for (the same Stripe payment twice credits once).
     uid = uuid.uuid4()
@@ -97,7 +118,7 @@ def story(db: Database, workers: Database, billing: Database) -> None:
         user = q.sign_up(conn, email=f"ada.{tag}@example.com", full_name="Ada Lovelace")
         assert user is not None
         packages = q.packages_for_tier(conn, tier=UserTier.FREE)
-    builder = next(p for p in packages if p.name == "Builder")
+    builder = next(p for p in packages if p.name == BUILDER)
     payment = f"pi_demo_{tag}"
     with billing.transaction() as conn:  # the payment webhook
         q.purchase_credits(conn, user_id=uid, package_id=builder.id, stripe_payment_id=payment)
@@ -189,7 +210,7 @@ def story(db: Database, workers: Database, billing: Database) -> None:
 
     # 5. Follow a tutorial.
     with db.transaction(user_id=uid) as conn:
-        tutorial = next(t for t in q.list_published_tutorials(conn) if t.slug == "first-model")
+        tutorial = next(t for t in q.list_published_tutorials(conn) if t.slug == TUTORIAL)
         q.start_tutorial(conn, user_id=uid, tutorial_id=tutorial.id)
         for step in ("upload", "workflow", "train", "inspect"):
             q.complete_step(conn, user_id=uid, tutorial_id=tutorial.id, step_id=step)

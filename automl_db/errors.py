@@ -13,6 +13,11 @@ class AutomlDbError(Exception):
     """Base of every error automl_db raises on purpose."""
 
 
+class InvalidSetting(AutomlDbError, ValueError):
+    """A setting (an AUTOML_DB_* variable, DATABASE_URL, or a Settings keyword) does not parse or is
+    out of range; the message names it and its value, in one line."""
+
+
 class DatabaseUnavailable(AutomlDbError):
     """The database server cannot be reached or started."""
 

@@ -18,6 +18,8 @@ from automl_db.paths import migrations_dir
 class MigrationState:
     id: str
     applied: bool
+    #: False for a migration the database records as applied but migrations/ no longer holds.
+    on_disk: bool = True
 
 
 @contextmanager
@@ -69,5 +71,23 @@ def rollback_all(url: str, source: Path | None = None) -> list[str]:
 
 
 def status(url: str, source: Path | None = None) -> list[MigrationState]:
-    with _backend(url, source) as (backend, migrations):
-        return [MigrationState(m.id, backend.is_applied(m)) for m in migrations]
+    """Every migration on disk, applied or pending, then any the database records that are not on
+    disk. Read-only: it reads yoyo's table when there is one and never creates it (yoyo's own
+    backend creates its lock table on connect), in a READ ONLY transaction."""
+    migrations = read_migrations(str(source or migrations_dir()))
+    with connect(url) as conn:
+        conn.read_only = True
+        recorded = _recorded_migrations(conn)
+    known = {m.hash for m in migrations}
+    states = [MigrationState(m.id, m.hash in recorded) for m in migrations]
+    states += [MigrationState(mid, True, on_disk=False) for mhash, mid in recorded.items() if mhash not in known]
+    return states
+
+
+def _recorded_migrations(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
+    """yoyo's record of applied migrations, hash -> id in the order applied; empty without its table."""
+    found = conn.execute("select to_regclass('_yoyo_migration') is not null").fetchone()
+    if not found or not found[0]:
+        return {}
+    rows = conn.execute("select migration_hash, migration_id from _yoyo_migration order by applied_at_utc")
+    return {str(mhash): str(mid) for mhash, mid in rows}

@@ -4,21 +4,26 @@ The server is DATABASE_URL when set, else the embedded one. Each test gets a fre
 (CREATE DATABASE ... TEMPLATE), so tests are isolated and cheap, and every test ends with
 check_integrity() returning nothing unless it is marked `drift` (it breaks rules on purpose).
 
+Every database a run creates is dropped again whatever happens: a test or fixture that fails, a
+Ctrl-C (pytest tears the session's fixtures down on KeyboardInterrupt). Their names carry the
+run's process id (automl_db.scratch), so a run also drops what earlier runs left behind when they
+were killed outright, and leaves alone the databases of a run still going on the same server.
+
 `conn` / `db_url` connect as the server's superuser: the schema's rules hold for every client, so
 the rule tests write as the most privileged one. The typed API, the demo and the security tests
 connect as automl_app (`app_url`), automl_worker, automl_billing and automl_readonly.
 """
 
 import itertools
-import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
-from automl_db import migrate
+from automl_db import migrate, scratch
 from automl_db.database import enable_local_logins, resolve_url, with_database, with_user
 from automl_db.errors import AutomlDbError
 from tests import pgbouncer
@@ -63,28 +68,37 @@ def server_url() -> str:
     except (AutomlDbError, psycopg.Error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         pytest.exit(f"cannot reach the test server: {first}", returncode=2)
+    scratch.drop_leftovers(url)  # of earlier runs that were killed before they could clean up
     return url
+
+
+@contextmanager
+def scratch_database(server_url: str, name: str, template: str | None = None) -> Iterator[str]:
+    """A database that is dropped on the way out, however the way out is taken: also when creating
+    it or the code using it fails or is interrupted."""
+    try:
+        yield create_database(server_url, name, template=template)
+    finally:
+        drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")
 def template_name(server_url: str) -> Iterator[str]:
-    name = f"automl_tpl_{os.getpid()}"
-    migrate.apply(create_database(server_url, name))
-    enable_local_logins(server_url)
-    yield name
-    drop_database(server_url, name)
+    name = scratch.scratch_name("tpl")
+    with scratch_database(server_url, name) as url:
+        migrate.apply(url)
+        enable_local_logins(server_url)
+        yield name
 
 
 @pytest.fixture
 def db_url(server_url: str, template_name: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"automl_t_{os.getpid()}_{next(_clone_numbers)}"
-    url = create_database(server_url, name, template=template_name)
-    yield url
     broken: list[tuple[object, ...]] = []
-    if request.node.get_closest_marker("drift") is None:
-        with psycopg.connect(url) as conn:
-            broken = conn.execute("select * from check_integrity()").fetchall()
-    drop_database(server_url, name)
+    with scratch_database(server_url, scratch.scratch_name("t", next(_clone_numbers)), template_name) as url:
+        yield url
+        if request.node.get_closest_marker("drift") is None:
+            with psycopg.connect(url) as conn:
+                broken = conn.execute("select * from check_integrity()").fetchall()
     assert broken == [], f"check_integrity() after the test: {broken}"
 
 

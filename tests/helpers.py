@@ -1,6 +1,7 @@
 """Builders for test rows and the assertion that a refused write changed nothing."""
 
 import json
+import subprocess
 import uuid
 from typing import Any
 
@@ -16,6 +17,13 @@ GRAPH: dict[str, Any] = {
     "edges": [{"source": "data", "target": "prep"}, {"source": "prep", "target": "train"},
               {"source": "train", "target": "eval"}],
 }
+
+
+def dead_pid() -> int:
+    """The id of a process that has just ended, and so, for now, names no process (scratch names)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def one(conn: Conn, query: str, params: Any = None) -> DictRow:

@@ -7,10 +7,10 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow
 
-from automl_db import migrate
+from automl_db import migrate, scratch
 from automl_db.paths import migrations_dir, schema_files
 from tests.catalog import snapshot
-from tests.conftest import create_database, drop_database
+from tests.conftest import scratch_database
 
 SEED_TABLES = {
     "users": ["id", "email", "full_name", "oauth_provider", "oauth_id", "tier", "credit_balance",
@@ -63,20 +63,18 @@ ID_DRAWN_BY_TRIGGER = {"credit_transactions"}
 @pytest.fixture(scope="module")
 def from_schema(server_url: str) -> Iterator[str]:
     """A database built by running every schema/ file in lexical path order, nothing else."""
-    url = create_database(server_url, "automl_from_schema")
-    with psycopg.connect(url, autocommit=True) as conn:
-        for path in schema_files():
-            conn.execute(path.read_text())
-    yield url
-    drop_database(server_url, "automl_from_schema")
+    with scratch_database(server_url, scratch.scratch_name("from_schema")) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for path in schema_files():
+                conn.execute(path.read_text())
+        yield url
 
 
 @pytest.fixture(scope="module")
 def from_migrations(server_url: str) -> Iterator[str]:
-    url = create_database(server_url, "automl_from_migrations")
-    migrate.apply(url)
-    yield url
-    drop_database(server_url, "automl_from_migrations")
+    with scratch_database(server_url, scratch.scratch_name("from_migrations")) as url:
+        migrate.apply(url)
+        yield url
 
 
 def test_schema_and_migrations_build_the_same_catalog(from_schema: str, from_migrations: str) -> None:
@@ -89,8 +87,7 @@ def test_schema_and_migrations_build_the_same_catalog(from_schema: str, from_mig
 
 
 def test_rollback_all_then_apply_again(server_url: str) -> None:
-    url = create_database(server_url, "automl_roundtrip")
-    try:
+    with scratch_database(server_url, scratch.scratch_name("roundtrip")) as url:
         migrate.apply(url)
         first = snapshot(url)
         rolled = migrate.rollback_all(url)
@@ -102,8 +99,6 @@ def test_rollback_all_then_apply_again(server_url: str) -> None:
         migrate.apply(url)
         snapshot_after_apply = snapshot(url)
         assert snapshot_after_apply == first
-    finally:
-        drop_database(server_url, "automl_roundtrip")
 
 
 def test_every_migration_has_a_rollback() -> None:

@@ -3,7 +3,6 @@ demo's data, restored whole into an empty database and data-only into a migrated
 must hold the same rows and catalog, audit clean, and keep enforcing the rules."""
 
 import io
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import redirect_stdout
@@ -14,13 +13,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from automl_db import demo, migrate
+from automl_db import demo, migrate, scratch
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.db import Database
 from automl_db.embedded import binary
 from tests.catalog import snapshot
-from tests.conftest import create_database, drop_database
+from tests.conftest import scratch_database
 
 SMALL = Settings(pool_min_size=1, pool_max_size=2)
 #: Tables a migrated database already fills: yoyo's bookkeeping and the reference rows of 0001.
@@ -40,9 +39,8 @@ def demo_db(db_url: str, app_url: str, worker_url: str, billing_url: str) -> str
 
 @pytest.fixture
 def target(server_url: str) -> Iterator[str]:
-    name = f"automl_t_{os.getpid()}_restored"
-    yield create_database(server_url, name)
-    drop_database(server_url, name)
+    with scratch_database(server_url, scratch.scratch_name("t", "restored")) as url:
+        yield url
 
 
 def run(program: str, url: str, *args: str) -> None:
