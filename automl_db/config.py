@@ -1,6 +1,7 @@
 """Settings, read from the environment (``DATABASE_URL``, ``AUTOML_DB_*``) or given explicitly."""
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,14 @@ class Settings:
     #: Executions of a statement before psycopg prepares it on the server; None: never (behind a
     #: transaction pooler that does not track prepared statements, such as PgBouncer before 1.21).
     prepare_threshold: int | None = 5
+    #: Hot standbys that serve `Database.read()` (libpq URLs, each may list several hosts); none: reads
+    #: run on the primary (`database_url`, which may list several hosts with target_session_attrs=read-write).
+    replica_urls: tuple[str, ...] = ()
+    #: Seconds a read waits for a replica (a connection from its pool, and the replay of the position it
+    #: was given) before it runs on the primary instead, or raises when it may not fall back.
+    replica_wait_timeout: float = 1.0
+    #: Seconds a replica that could not be reached is left out of the reads before they try it again.
+    replica_retry_after: float = 5.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -46,6 +55,9 @@ class Settings:
             pool_timeout=float(env.get("AUTOML_DB_POOL_TIMEOUT", defaults.pool_timeout)),
             statement_timeout_ms=int(env.get("AUTOML_DB_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms)),
             prepare_threshold=_threshold(env.get("AUTOML_DB_PREPARE_THRESHOLD"), defaults.prepare_threshold),
+            replica_urls=split_urls(env.get("AUTOML_DB_REPLICA_URLS", "")),
+            replica_wait_timeout=float(env.get("AUTOML_DB_REPLICA_WAIT_TIMEOUT", defaults.replica_wait_timeout)),
+            replica_retry_after=float(env.get("AUTOML_DB_REPLICA_RETRY_AFTER", defaults.replica_retry_after)),
         )
 
 
@@ -53,3 +65,9 @@ def _threshold(value: str | None, default: int | None) -> int | None:
     if value is None or value == "":
         return default
     return None if value.strip().lower() == "none" else int(value)
+
+
+def split_urls(value: str) -> tuple[str, ...]:
+    """Comma-separated libpq URLs. A comma is a separator only before a new `postgres[ql]://`: one URL's
+    own host list (`postgresql://a:5432,b:5432/db`) stays whole."""
+    return tuple(url.strip() for url in re.split(r",(?=\s*postgres(?:ql)?://)", value) if url.strip())
