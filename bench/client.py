@@ -20,12 +20,14 @@ from psycopg.types.json import Jsonb
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.database import with_user
-from automl_db.db import SET_USER, Database
+from automl_db.db import Database
 from bench import queue
 from bench.report import Goal, Row, Table
 from bench.rounds import Samples, interleaved
 from bench.sides import WORKER
 
+#: What the typed client's BEGIN round trip sets for the acting user; the raw loop sends it itself.
+SET_USER = "select set_config('automl.user_id', %s, true)"
 THREADS = 4
 LISTED = 1000
 RAW = "raw psycopg"
