@@ -305,15 +305,14 @@ def test_the_async_twin_routes_and_waits_the_same_way(cluster: Pair) -> None:
 def test_failover_loses_no_acknowledged_entry_with_synchronous_replication() -> None:
     """Writers post ledger entries through a Database on the multi-host URL; the primary is killed
     with SIGKILL and the standby promoted. The writers see only Retryable or CommitOutcomeUnknown in
-    between, writes resume on the promoted node without a configuration change, and every entry
-    that was acknowledged is there."""
+    between (a connection found dead at BEGIN is replaced without an error), writes resume on the
+    promoted node without a configuration change, and every entry that was acknowledged is there."""
     with pair(synchronous=True) as fresh:
         result = failover.run(fresh)
     print(f"\nfailover: promoted {result.promoted_after:.3f}s after the SIGKILL, writes acknowledged again after"
           f" {result.writes_after:.3f}s; {len(result.before)} entries before, {len(result.after)} after;"
           f" interrupted: {dict(result.interrupted)}")
-    assert result.unexpected == []
-    assert sum(result.interrupted.values()) >= 1  # the kill did interrupt writes in flight
+    assert result.unexpected == []  # only Retryable or CommitOutcomeUnknown, for what was in flight
     assert result.before
     assert {port for _, port in result.before} == {fresh.primary.port}
     assert result.after
