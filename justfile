@@ -46,6 +46,6 @@ down:
     automl-db stop
 
 # Benchmarks against their physical floors in the same run; figures into docs/benchmarks.md
-# (--quick: smoke test; --only ledger|queue|api: print one table, write nothing)
+# (--quick: smoke test; --only ledger|queue|api|replication: print one table, write nothing)
 bench *args:
     python -m bench.run {{ args }}
