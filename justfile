@@ -49,3 +49,7 @@ down:
 # (--quick: smoke test; --only ledger|queue|api|replication: print one table, write nothing)
 bench *args:
     python -m bench.run {{ args }}
+
+# The Citus blocker list in docs/scaling.md, from the migrated catalog (--check: fail if stale)
+citus-blockers *args:
+    python -m automl_db.citus {{ args }}
