@@ -309,6 +309,14 @@ def test_failover_loses_no_acknowledged_entry_with_synchronous_replication() -> 
     promoted node without a configuration change, and every entry that was acknowledged is there."""
     with pair(synchronous=True) as fresh:
         result = failover.run(fresh)
+        # The replica URL now names the promoted node: its own WAL counts as replayed.
+        with Database(fresh.multi_host_url(), settings=SMALL, replicas=[fresh.standby.url()]) as db:
+            receipt = Receipt()
+            with db.transaction(receipt=receipt) as conn:
+                assert where(conn) == (fresh.standby.port, False)
+            assert receipt.position is not None
+            with db.read(after=receipt.position, fallback=False) as conn:
+                assert where(conn) == (fresh.standby.port, False)
     print(f"\nfailover: promoted {result.promoted_after:.3f}s after the SIGKILL, writes acknowledged again after"
           f" {result.writes_after:.3f}s; {len(result.before)} entries before, {len(result.after)} after;"
           f" interrupted: {dict(result.interrupted)}")
