@@ -60,6 +60,10 @@ reset *args:
     automl-db reset {{ args }}
 
 # Benchmarks against their physical floors in the same run; figures into docs/benchmarks.md
-# (--quick: smoke test; --only ledger|queue|api: print one table, write nothing)
+# (--quick: smoke test; --only ledger|queue|api|replication: print one table, write nothing)
 bench *args:
     python -m bench.run {{ args }}
+
+# The Citus blocker list in docs/scaling.md, from the migrated catalog (--check: fail if stale)
+citus-blockers *args:
+    python -m automl_db.citus {{ args }}

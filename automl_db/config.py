@@ -7,11 +7,12 @@ is out of range, raises `InvalidSetting` with one line naming the variable (or k
 value, instead of a traceback from deep inside the pool.
 """
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from automl_db.errors import InvalidSetting
 from automl_db.paths import PROJECT_ROOT
@@ -50,6 +51,15 @@ class Settings(BaseSettings):
     #: environment): never, behind a transaction pooler that does not track prepared statements,
     #: such as PgBouncer before 1.21.
     prepare_threshold: Annotated[int, Field(ge=0)] | None = Field(5, validation_alias="AUTOML_DB_PREPARE_THRESHOLD")
+    #: Hot standbys that serve `Database.read()` (libpq URLs, each may list several hosts); none: reads
+    #: run on the primary (`database_url`, which may list several hosts with target_session_attrs=read-write).
+    #: In the environment: comma-separated (see split_urls).
+    replica_urls: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="AUTOML_DB_REPLICA_URLS")
+    #: Seconds a read waits for a replica (a connection from its pool, and the replay of the position it
+    #: was given) before it runs on the primary instead, or raises when it may not fall back.
+    replica_wait_timeout: float = Field(1.0, ge=0, validation_alias="AUTOML_DB_REPLICA_WAIT_TIMEOUT")
+    #: Seconds a replica that could not be reached is left out of the reads before they try it again.
+    replica_retry_after: float = Field(5.0, ge=0, validation_alias="AUTOML_DB_REPLICA_RETRY_AFTER")
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -68,6 +78,11 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() == "none":
             return None
         return value
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _split_replica_urls(cls, value: object) -> object:
+        return split_urls(value) if isinstance(value, str) else value
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -96,3 +111,9 @@ def _one_line(exc: ValidationError) -> str:
         else:
             parts.append(f"{where}={error['input']!r}: {reason}")
     return "; ".join(parts)
+
+
+def split_urls(value: str) -> tuple[str, ...]:
+    """Comma-separated libpq URLs. A comma is a separator only before a new `postgres[ql]://`: one URL's
+    own host list (`postgresql://a:5432,b:5432/db`) stays whole."""
+    return tuple(url.strip() for url in re.split(r",(?=\s*postgres(?:ql)?://)", value) if url.strip())

@@ -20,12 +20,18 @@ needed. `Database()` connects once before returning, so a wrong URL fails at onc
 PostgreSQL's own message (DatabaseUnavailable). A connection lost during `COMMIT` raises
 CommitOutcomeUnknown, never Retryable: the transaction may have committed. `run()` retries a unit
 of work only when that is safe.
+
+With replicas configured (`AUTOML_DB_REPLICA_URLS`), `read()` runs a read-only transaction on a hot
+standby, and on the primary when none is configured or none can serve it; given the position a
+write handed back (a Receipt), it waits for the replica to have replayed it (read-your-writes, see
+automl_db.replicas).
 """
 
 import asyncio
+import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -40,14 +46,17 @@ from psycopg.types.datetime import TimestamptzLoader
 from automl_db.config import Settings
 from automl_db.database import describe, resolve_role_url
 from automl_db.errors import (
+    AutomlDbError,
     CommitOutcomeUnknown,
     DatabaseUnavailable,
     InvalidInput,
     PoolTimeout,
+    ReplicaBehind,
     Retryable,
     TransactionFailed,
     translate,
 )
+from automl_db.replicas import POSITION_AFTER_COMMIT, REPLAYED, Position, Receipt, Replica, candidates
 
 T = TypeVar("T")
 AnyConnection = Connection[Any] | AsyncConnection[Any]
@@ -98,10 +107,11 @@ def _connect_kwargs(settings: Settings) -> dict[str, Any]:
             "prepare_threshold": settings.prepare_threshold}
 
 
-def _begin(settings: Settings, user_id: UUID | None, read_only: bool) -> bytes:
+def _begin(settings: Settings, user_id: UUID | None, read_only: bool = False, replayed: bool = False) -> bytes:
     """BEGIN and the transaction's own settings, as one simple-protocol round trip (several
     statements cannot be prepared: every execute of them says prepare=False). Dates are read as
-    ISO and in UTC whatever the role's or database's settings say: psycopg parses no other style."""
+    ISO and in UTC whatever the role's or database's settings say: psycopg parses no other style.
+    `replayed`: the server's replay position comes back in the same round trip, as the last column."""
     if user_id is not None and not isinstance(user_id, UUID):
         raise InvalidInput(f"transaction(): user_id must be a UUID, not {type(user_id).__name__}",
                            parameter="user_id")
@@ -113,7 +123,33 @@ def _begin(settings: Settings, user_id: UUID | None, read_only: bool) -> bytes:
     if settings.statement_timeout_ms:
         statement += sql.SQL(", set_config('statement_timeout', {}, true)").format(
             sql.Literal(str(settings.statement_timeout_ms)))
+    if replayed:
+        statement += sql.SQL(", ") + sql.SQL(REPLAYED)
     return statement.as_bytes(None)
+
+
+def _position(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> Position:
+    """The last column of the first result with rows: a position that several statements sent in one
+    round trip (BEGIN ...; select ...) put there."""
+    while cursor.pgresult is not None and cursor.pgresult.status != pq.ExecStatus.TUPLES_OK and cursor.nextset():
+        pass
+    if cursor.pgresult is None or cursor.pgresult.status != pq.ExecStatus.TUPLES_OK or cursor.pgresult.ntuples != 1:
+        raise AssertionError("no position in the reply")
+    value = cursor.pgresult.get_value(0, cursor.pgresult.nfields - 1)
+    return Position.parse(bytes(value or b"0/0").decode())
+
+
+def _poll_delays(deadline: float) -> Iterator[float]:
+    """Pauses between checks of a replica's replay: 1 ms doubling to 25 ms, none past the deadline."""
+    delay = 0.001
+    while (left := deadline - time.monotonic()) > 0:
+        yield min(delay, left)
+        delay = min(delay * 2, 0.025)
+
+
+def _behind(after: Position, replayed: Position, wait: float) -> ReplicaBehind:
+    return ReplicaBehind(f"the replica has replayed the primary's WAL up to {replayed}, not yet {after}, after"
+                         f" waiting {wait:g}s", position=after, replayed=replayed)
 
 
 def _lost(conn: AnyConnection, exc: psycopg.Error) -> bool:
@@ -150,15 +186,28 @@ def _ending_failed(conn: AnyConnection, end: bytes, exc: psycopg.Error, error: E
     return refused
 
 
-def _prepared_left(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
-    """Whether the reset found SQL-level prepared statements (its one row, already received: read
-    without a round trip)."""
+def _single_values(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[bytes | None]:
+    """The one value of each result with rows, in order (already received: read without a round trip)."""
+    values = []
     while True:
         result = cur.pgresult
-        if result and result.status == pq.ExecStatus.TUPLES_OK:
-            return result.get_value(0, 0) == b"t"
+        if result and result.status == pq.ExecStatus.TUPLES_OK and result.ntuples == 1:
+            values.append(result.get_value(0, result.nfields - 1))
         if not cur.nextset():
-            return False
+            return values
+
+
+def _ended(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], receipt: Receipt | None) -> bool:
+    """Read the end's reply: fill the receipt with the commit's position (the last value) when it
+    asked for one, and say whether the reset found SQL-level prepared statements (the first)."""
+    values = _single_values(cur)
+    if receipt is not None:
+        receipt.position = Position.parse(bytes(values[-1] or b"0/0").decode())
+    return bool(values) and values[0] == b"t"
+
+
+def _where(pool: psycopg_pool.ConnectionPool[Any] | psycopg_pool.AsyncConnectionPool[Any]) -> str:
+    return describe(pool.conninfo) if isinstance(pool.conninfo, str) else pool.name
 
 
 def _checked_url(url: str | None, settings: Settings, role: str | None) -> tuple[str, str | None]:
@@ -187,26 +236,58 @@ def _refuse_login(url: str, role: str, row: tuple[Any, ...] | None) -> None:
                                   f" own login, e.g. create role api login in role {role}")
 
 
-class Database:
-    """Synchronous access through a connection pool (20 kept, 10 more on demand, by default)."""
+Pool = psycopg_pool.ConnectionPool[Connection[Any]]
+AsyncPool = psycopg_pool.AsyncConnectionPool[AsyncConnection[Any]]
 
-    def __init__(self, url: str | None = None, *, settings: Settings | None = None, role: str | None = None) -> None:
+
+def _checked_urls(url: str | None, settings: Settings, role: str | None,
+                  replicas: Sequence[str] | None) -> tuple[str, tuple[str, ...], str | None]:
+    """The primary's URL, the replicas', and the runtime role their logins must act as (None: the
+    caller chose the URLs, and they are its responsibility)."""
+    primary, checked_role = _checked_url(url, settings, role)
+    if replicas is not None:
+        return primary, tuple(replicas), checked_role
+    return primary, settings.replica_urls, checked_role
+
+
+def _ending_statement(end: bytes | None, receipt: Receipt | None) -> bytes:
+    if end is COMMIT and receipt is not None:
+        return end + b"; " + POSITION_AFTER_COMMIT
+    return end or RESET
+
+
+class Database:
+    """Synchronous access through a connection pool (20 kept, 10 more on demand, by default), and one
+    pool of the same size per replica."""
+
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None, role: str | None = None,
+                 replicas: Sequence[str] | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.url, checked_role = _checked_url(url, self.settings, role)
+        self.url, replica_urls, checked_role = _checked_urls(url, self.settings, role, replicas)
         kwargs = _connect_kwargs(self.settings)
-        try:  # fail now, with the server's own words, rather than at the first transaction
-            with psycopg.connect(self.url, **kwargs) as probe:
-                if checked_role and self.settings.database_url:  # a login the deployment chose: check it
-                    _refuse_login(self.url, checked_role, probe.execute(WHO, [checked_role]).fetchone())
-        except psycopg.Error as exc:
-            raise _unavailable(self.url, exc) from exc
-        self.pool: psycopg_pool.ConnectionPool[Connection[Any]] = psycopg_pool.ConnectionPool(
-            self.url, min_size=self.settings.pool_min_size, max_size=self.settings.pool_max_size,
-            timeout=self.settings.pool_timeout, kwargs=kwargs, configure=_configure,
-            reset=lambda conn: _restore(conn, self.settings), name="automl_db", open=False)
-        self.pool.open()
+        for target in (self.url, *replica_urls):
+            try:  # fail now, with the server's own words, rather than at the first transaction
+                with psycopg.connect(target, **kwargs) as probe:
+                    if checked_role and (self.settings.database_url or target != self.url):
+                        # a login the deployment chose: check it
+                        _refuse_login(target, checked_role, probe.execute(WHO, [checked_role]).fetchone())
+            except psycopg.Error as exc:
+                raise _unavailable(target, exc) from exc
+        self.pool = self._pool(self.url, "automl_db")
+        self.replicas = [Replica(u, self._pool(u, f"automl_db_replica_{i}")) for i, u in enumerate(replica_urls)]
+        self._turns = itertools.count()
+        for pool in (self.pool, *(r.pool for r in self.replicas)):
+            pool.open()
+
+    def _pool(self, url: str, name: str) -> Pool:
+        return psycopg_pool.ConnectionPool(
+            url, min_size=self.settings.pool_min_size, max_size=self.settings.pool_max_size,
+            timeout=self.settings.pool_timeout, kwargs=_connect_kwargs(self.settings), configure=_configure,
+            reset=lambda conn: _restore(conn, self.settings), name=name, open=False)
 
     def close(self) -> None:
+        for replica in self.replicas:
+            replica.pool.close()
         self.pool.close()
 
     def __enter__(self) -> "Database":
@@ -215,70 +296,142 @@ class Database:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _start(self, user_id: UUID | None, read_only: bool) -> Connection[Any]:
-        begin = _begin(self.settings, user_id, read_only)
+    def _start(self, user_id: UUID | None, read_only: bool, pool: Pool | None = None, timeout: float | None = None,
+               replayed: bool = False) -> tuple[Connection[Any], Position | None]:
+        """A connection of `pool` (the primary's by default) in a new transaction, and the server's replay
+        position when asked for."""
+        pool = pool or self.pool
+        begin = _begin(self.settings, user_id, read_only, replayed)
         for _ in range(self.settings.pool_max_size + 1):
             try:
-                conn = self.pool.getconn()
+                conn = pool.getconn(timeout)
             except psycopg_pool.PoolTimeout as exc:
-                raise PoolTimeout(f"no free connection within {self.settings.pool_timeout}s") from exc
+                raise PoolTimeout(f"no free connection to {_where(pool)} within"
+                                  f" {timeout or self.settings.pool_timeout:g}s") from exc
             except psycopg_pool.PoolClosed as exc:
                 raise DatabaseUnavailable("the database's pool is closed") from exc
             try:
-                conn.execute(begin, prepare=False)
-                return conn
+                cursor = conn.execute(begin, prepare=False)
+                return conn, _position(cursor) if replayed else None
             except psycopg.Error as exc:
-                self.pool.putconn(conn)  # a broken connection is discarded by the pool
+                pool.putconn(conn)  # a broken connection is discarded by the pool
                 if not _lost(conn, exc):
                     raise translate(exc) from exc
             except BaseException:  # interrupted (KeyboardInterrupt...): the connection goes back all the same
-                self.pool.putconn(conn)
+                pool.putconn(conn)
                 raise
-        raise DatabaseUnavailable(f"no connection to {describe(self.url)} survived BEGIN")
+        raise DatabaseUnavailable(f"no connection to {_where(pool)} survived BEGIN")
 
-    def _finish(self, conn: Connection[Any], commit: bool) -> None:
+    def _finish(self, conn: Connection[Any], commit: bool, pool: Pool | None = None,
+                receipt: Receipt | None = None) -> None:
+        pool = pool or self.pool
         end, error = _ending(conn, commit)
         try:
             if conn.lock.locked():  # a stream() still holds the connection: it can only be dropped
                 conn.close()
                 error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
             elif end is not None or not conn.closed:
-                cur = conn.execute(end or RESET, prepare=False)
-                if _prepared_left(cur):
+                cursor = conn.execute(_ending_statement(end, receipt), prepare=False)
+                if _ended(cursor, receipt if end is COMMIT else None):
                     conn.execute(b"deallocate all", prepare=False)
         except psycopg.Error as exc:
             if end is not None:
                 error = _ending_failed(conn, end, exc, error)
             conn.close()  # what the session still holds is unknown: it is not handed on
         finally:
-            self.pool.putconn(conn)  # a broken or closed connection is discarded by the pool
+            pool.putconn(conn)  # a broken or closed connection is discarded by the pool
         if error is not None:
             raise error
 
     @contextmanager
-    def transaction(self, user_id: UUID | None = None, *, read_only: bool = False) -> Iterator[Connection[Any]]:
-        """A connection in a transaction, acting for user_id when given."""
-        conn = self._start(user_id, read_only)
+    def _block(self, conn: Connection[Any], pool: Pool, receipt: Receipt | None = None) -> Iterator[Connection[Any]]:
         try:
             yield conn
         except psycopg.Error as exc:
-            self._finish(conn, commit=False)
+            self._finish(conn, commit=False, pool=pool)
             raise translate(exc) from exc
         except BaseException:
-            self._finish(conn, commit=False)
+            self._finish(conn, commit=False, pool=pool)
             raise
-        self._finish(conn, commit=True)
+        self._finish(conn, commit=True, pool=pool, receipt=receipt)
+
+    @contextmanager
+    def transaction(self, user_id: UUID | None = None, *, read_only: bool = False,
+                    receipt: Receipt | None = None) -> Iterator[Connection[Any]]:
+        """A connection in a transaction on the primary, acting for user_id when given. `receipt`: once
+        committed, its position is set, for a later `read(after=...)` (read-your-writes)."""
+        conn, _ = self._start(user_id, read_only)
+        with self._block(conn, self.pool, receipt) as block:
+            yield block
+
+    @contextmanager
+    def read(self, user_id: UUID | None = None, *, after: Position | None = None,
+             fallback: bool = True) -> Iterator[Connection[Any]]:
+        """A connection in a read-only transaction on a replica (round robin), or on the primary when no
+        replica is configured. `after`: a position a write handed back; the replica must have replayed
+        it, and the read waits up to `replica_wait_timeout` for that. A replica still behind by then, or
+        that gives no connection within it, leaves the read to the primary, or, with fallback=False, to
+        ReplicaBehind (or the replica's Retryable error)."""
+        conn, pool = self._start_read(user_id, after, fallback)
+        with self._block(conn, pool) as block:
+            yield block
+
+    def _start_read(self, user_id: UUID | None, after: Position | None,
+                    fallback: bool) -> tuple[Connection[Any], Pool]:
+        wait = self.settings.replica_wait_timeout
+        deadline = time.monotonic() + wait
+        error: AutomlDbError | None = None
+        for replica in candidates(self.replicas, next(self._turns), time.monotonic(), include_down=not fallback):
+            try:
+                conn, replayed = self._start(user_id, True, replica.pool, max(deadline - time.monotonic(), 0.001),
+                                             replayed=after is not None)
+                if after is None or replayed is None:
+                    return conn, replica.pool
+                replayed = self._catch_up(conn, replica.pool, user_id, after, replayed, deadline)
+                if replayed >= after:
+                    return conn, replica.pool
+                self._finish(conn, commit=False, pool=replica.pool)
+                error = _behind(after, replayed, wait)
+                break  # this replica had the whole bound
+            except (Retryable, DatabaseUnavailable) as exc:
+                # unreachable, or its pool exhausted: leave it out for a while and try the next one
+                replica.down_until = time.monotonic() + self.settings.replica_retry_after
+                error = exc
+                if time.monotonic() >= deadline:
+                    break
+        if error is None or fallback:
+            conn, _ = self._start(user_id, True)
+            return conn, self.pool
+        raise error
+
+    def _catch_up(self, conn: Connection[Any], pool: Pool, user_id: UUID | None, after: Position,
+                  replayed: Position, deadline: float) -> Position:
+        """Check the replica's replay until it reaches `after` or the deadline passes; return the last
+        position seen, `conn` in a transaction begun after that check (a new one per check, so that
+        even a repeatable-read snapshot follows the replay). Nothing ran in it yet: nothing to reset."""
+        again = b"rollback; " + _begin(self.settings, user_id, True, replayed=True)
+        for delay in _poll_delays(deadline):
+            if replayed >= after:
+                break
+            time.sleep(delay)
+            try:
+                replayed = _position(conn.execute(again, prepare=False))
+            except psycopg.Error as exc:
+                pool.putconn(conn)
+                raise translate(exc) from exc
+        return replayed
 
     def run(self, work: Callable[[Connection[Any]], T], *, user_id: UUID | None = None, idempotent: bool = False,
-            attempts: int = 3) -> T:
+            attempts: int = 3, receipt: Receipt | None = None) -> T:
         """`work(conn)` in a transaction, run again (up to `attempts` times, with jittered backoff) when
         it was refused as Retryable (nothing committed: deadlock, serialization failure, lost
-        connection, busy pool) and, only when `idempotent`, when the commit's outcome is unknown."""
+        connection, busy pool) and, only when `idempotent`, when the commit's outcome is unknown.
+        `receipt` gets the position of the attempt that committed."""
         if attempts < 1:
             raise InvalidInput("run(): attempts must be at least 1", parameter="attempts")
         for attempt in range(1, attempts + 1):
             try:
-                with self.transaction(user_id) as conn:
+                with self.transaction(user_id, receipt=receipt) as conn:
                     return work(conn)
             except (Retryable, CommitOutcomeUnknown) as exc:
                 if attempt == attempts or (isinstance(exc, CommitOutcomeUnknown) and not idempotent):
@@ -288,36 +441,45 @@ class Database:
 
 
 class AsyncDatabase:
-    """Asynchronous access through a connection pool; open it with `await AsyncDatabase.connect()`."""
+    """Asynchronous access through a connection pool (and one per replica); open it with
+    `await AsyncDatabase.connect()`."""
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: Settings, replicas: Sequence[str] = ()) -> None:
         self.settings = settings
         self.url = url
+        self.pool = self._pool(url, "automl_db_async")
+        self.replicas = [Replica(u, self._pool(u, f"automl_db_async_replica_{i}")) for i, u in enumerate(replicas)]
+        self._turns = itertools.count()
 
+    def _pool(self, url: str, name: str) -> AsyncPool:
         async def restore(conn: AsyncConnection[Any]) -> None:
-            _restore(conn, settings)
+            _restore(conn, self.settings)
 
-        self.pool: psycopg_pool.AsyncConnectionPool[AsyncConnection[Any]] = psycopg_pool.AsyncConnectionPool(
-            url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, timeout=settings.pool_timeout,
-            kwargs=_connect_kwargs(settings), configure=_configure_async, reset=restore, name="automl_db_async",
-            open=False)
+        return psycopg_pool.AsyncConnectionPool(
+            url, min_size=self.settings.pool_min_size, max_size=self.settings.pool_max_size,
+            timeout=self.settings.pool_timeout, kwargs=_connect_kwargs(self.settings), configure=_configure_async,
+            reset=restore, name=name, open=False)
 
     @classmethod
-    async def connect(cls, url: str | None = None, *, settings: Settings | None = None,
-                      role: str | None = None) -> "AsyncDatabase":
+    async def connect(cls, url: str | None = None, *, settings: Settings | None = None, role: str | None = None,
+                      replicas: Sequence[str] | None = None) -> "AsyncDatabase":
         settings = settings or Settings.from_env()
-        url, checked_role = _checked_url(url, settings, role)
-        try:
-            async with await psycopg.AsyncConnection.connect(url, **_connect_kwargs(settings)) as probe:
-                if checked_role and settings.database_url:
-                    _refuse_login(url, checked_role, await (await probe.execute(WHO, [checked_role])).fetchone())
-        except psycopg.Error as exc:
-            raise _unavailable(url, exc) from exc
-        db = cls(url, settings)
-        await db.pool.open()
+        url, replica_urls, checked_role = _checked_urls(url, settings, role, replicas)
+        for target in (url, *replica_urls):
+            try:
+                async with await psycopg.AsyncConnection.connect(target, **_connect_kwargs(settings)) as probe:
+                    if checked_role and (settings.database_url or target != url):
+                        _refuse_login(target, checked_role, await (await probe.execute(WHO, [checked_role])).fetchone())
+            except psycopg.Error as exc:
+                raise _unavailable(target, exc) from exc
+        db = cls(url, settings, replica_urls)
+        for pool in (db.pool, *(r.pool for r in db.replicas)):
+            await pool.open()
         return db
 
     async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.pool.close()
         await self.pool.close()
 
     async def __aenter__(self) -> "AsyncDatabase":
@@ -326,69 +488,130 @@ class AsyncDatabase:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _start(self, user_id: UUID | None, read_only: bool) -> AsyncConnection[Any]:
-        begin = _begin(self.settings, user_id, read_only)
+    async def _start(self, user_id: UUID | None, read_only: bool, pool: AsyncPool | None = None,
+                     timeout: float | None = None,
+                     replayed: bool = False) -> tuple[AsyncConnection[Any], Position | None]:
+        pool = pool or self.pool
+        begin = _begin(self.settings, user_id, read_only, replayed)
         for _ in range(self.settings.pool_max_size + 1):
             try:
-                conn = await self.pool.getconn()
+                conn = await pool.getconn(timeout)
             except psycopg_pool.PoolTimeout as exc:
-                raise PoolTimeout(f"no free connection within {self.settings.pool_timeout}s") from exc
+                raise PoolTimeout(f"no free connection to {_where(pool)} within"
+                                  f" {timeout or self.settings.pool_timeout:g}s") from exc
             except psycopg_pool.PoolClosed as exc:
                 raise DatabaseUnavailable("the database's pool is closed") from exc
             try:
-                await conn.execute(begin, prepare=False)
-                return conn
+                cursor = await conn.execute(begin, prepare=False)
+                return conn, _position(cursor) if replayed else None
             except psycopg.Error as exc:
-                await self.pool.putconn(conn)
+                await pool.putconn(conn)
                 if not _lost(conn, exc):
                     raise translate(exc) from exc
             except BaseException:  # cancelled while BEGIN ran: the connection goes back all the same
-                await self.pool.putconn(conn)
+                await pool.putconn(conn)
                 raise
-        raise DatabaseUnavailable(f"no connection to {describe(self.url)} survived BEGIN")
+        raise DatabaseUnavailable(f"no connection to {_where(pool)} survived BEGIN")
 
-    async def _finish(self, conn: AsyncConnection[Any], commit: bool) -> None:
+    async def _finish(self, conn: AsyncConnection[Any], commit: bool, pool: AsyncPool | None = None,
+                      receipt: Receipt | None = None) -> None:
+        pool = pool or self.pool
         end, error = _ending(conn, commit)
         try:
             if conn.lock.locked():  # a stream() still holds the connection: it can only be dropped
                 await conn.close()
                 error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
             elif end is not None or not conn.closed:
-                cur = await conn.execute(end or RESET, prepare=False)
-                if _prepared_left(cur):
+                cursor = await conn.execute(_ending_statement(end, receipt), prepare=False)
+                if _ended(cursor, receipt if end is COMMIT else None):
                     await conn.execute(b"deallocate all", prepare=False)
         except psycopg.Error as exc:
             if end is not None:
                 error = _ending_failed(conn, end, exc, error)
             await conn.close()  # what the session still holds is unknown: it is not handed on
         finally:
-            await self.pool.putconn(conn)
+            await pool.putconn(conn)
         if error is not None:
             raise error
 
     @asynccontextmanager
-    async def transaction(self, user_id: UUID | None = None, *,
-                          read_only: bool = False) -> AsyncIterator[AsyncConnection[Any]]:
-        """A connection in a transaction, acting for user_id when given."""
-        conn = await self._start(user_id, read_only)
+    async def _block(self, conn: AsyncConnection[Any], pool: AsyncPool,
+                     receipt: Receipt | None = None) -> AsyncIterator[AsyncConnection[Any]]:
         try:
             yield conn
         except psycopg.Error as exc:
-            await self._finish(conn, commit=False)
+            await self._finish(conn, commit=False, pool=pool)
             raise translate(exc) from exc
         except BaseException:
-            await self._finish(conn, commit=False)
+            await self._finish(conn, commit=False, pool=pool)
             raise
-        await self._finish(conn, commit=True)
+        await self._finish(conn, commit=True, pool=pool, receipt=receipt)
+
+    @asynccontextmanager
+    async def transaction(self, user_id: UUID | None = None, *, read_only: bool = False,
+                          receipt: Receipt | None = None) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection in a transaction on the primary, acting for user_id when given (see Database)."""
+        conn, _ = await self._start(user_id, read_only)
+        async with self._block(conn, self.pool, receipt) as block:
+            yield block
+
+    @asynccontextmanager
+    async def read(self, user_id: UUID | None = None, *, after: Position | None = None,
+                   fallback: bool = True) -> AsyncIterator[AsyncConnection[Any]]:
+        """A read-only transaction on a replica, or on the primary (see Database.read)."""
+        conn, pool = await self._start_read(user_id, after, fallback)
+        async with self._block(conn, pool) as block:
+            yield block
+
+    async def _start_read(self, user_id: UUID | None, after: Position | None,
+                          fallback: bool) -> tuple[AsyncConnection[Any], AsyncPool]:
+        wait = self.settings.replica_wait_timeout
+        deadline = time.monotonic() + wait
+        error: AutomlDbError | None = None
+        for replica in candidates(self.replicas, next(self._turns), time.monotonic(), include_down=not fallback):
+            try:
+                conn, replayed = await self._start(user_id, True, replica.pool,
+                                                   max(deadline - time.monotonic(), 0.001), replayed=after is not None)
+                if after is None or replayed is None:
+                    return conn, replica.pool
+                replayed = await self._catch_up(conn, replica.pool, user_id, after, replayed, deadline)
+                if replayed >= after:
+                    return conn, replica.pool
+                await self._finish(conn, commit=False, pool=replica.pool)
+                error = _behind(after, replayed, wait)
+                break
+            except (Retryable, DatabaseUnavailable) as exc:
+                replica.down_until = time.monotonic() + self.settings.replica_retry_after
+                error = exc
+                if time.monotonic() >= deadline:
+                    break
+        if error is None or fallback:
+            conn, _ = await self._start(user_id, True)
+            return conn, self.pool
+        raise error
+
+    async def _catch_up(self, conn: AsyncConnection[Any], pool: AsyncPool, user_id: UUID | None, after: Position,
+                        replayed: Position, deadline: float) -> Position:
+        again = b"rollback; " + _begin(self.settings, user_id, True, replayed=True)
+        for delay in _poll_delays(deadline):
+            if replayed >= after:
+                break
+            await asyncio.sleep(delay)
+            try:
+                replayed = _position(await conn.execute(again, prepare=False))
+            except psycopg.Error as exc:
+                await pool.putconn(conn)
+                raise translate(exc) from exc
+        return replayed
 
     async def run(self, work: Callable[[AsyncConnection[Any]], Awaitable[T]], *, user_id: UUID | None = None,
-                  idempotent: bool = False, attempts: int = 3) -> T:
+                  idempotent: bool = False, attempts: int = 3, receipt: Receipt | None = None) -> T:
         """The async twin of Database.run."""
         if attempts < 1:
             raise InvalidInput("run(): attempts must be at least 1", parameter="attempts")
         for attempt in range(1, attempts + 1):
             try:
-                async with self.transaction(user_id) as conn:
+                async with self.transaction(user_id, receipt=receipt) as conn:
                     return await work(conn)
             except (Retryable, CommitOutcomeUnknown) as exc:
                 if attempt == attempts or (isinstance(exc, CommitOutcomeUnknown) and not idempotent):

@@ -8,6 +8,8 @@ stays available as `__cause__` and `.sqlstate` / `.constraint`.
 
 import psycopg
 
+from automl_db.replicas import Position
+
 
 class AutomlDbError(Exception):
     """Base of every error automl_db raises on purpose."""
@@ -99,6 +101,23 @@ class DataUnreadable(AutomlDbError):
     now, or by a newer schema). The row is left as it is; the message names what failed."""
 
 
+class ReplicaBehind(Retryable):
+    """A read given a position (read-your-writes) found the replica still behind it after waiting its
+    bound, and the caller asked not to fall back to the primary: nothing ran. `position` is what the
+    read waited for, `replayed` how far the replica had got."""
+
+    def __init__(self, message: str, *, position: Position, replayed: Position) -> None:
+        super().__init__(message)
+        self.position = position
+        self.replayed = replayed
+
+
+class ReadOnlyTransaction(QueryError):
+    """A write in a read-only transaction (SQLSTATE 25006): one begun read only (`Database.read()`,
+    `transaction(read_only=True)`), or any transaction on a hot standby, which refuses every write.
+    Writes belong on the primary: a URL that lists several hosts needs target_session_attrs=read-write."""
+
+
 class CommitOutcomeUnknown(AutomlDbError):
     """The connection was lost while the transaction committed: it may or may not have committed.
     Not Retryable: retry only what is idempotent (a purchase by its payment id, a job by its
@@ -123,6 +142,7 @@ _BY_SQLSTATE: dict[str, type[QueryError]] = {
     "23502": InvalidInput,
     "23P01": AlreadyExists,
     "42501": PermissionDenied,
+    "25006": ReadOnlyTransaction,
     "40001": Retryable,
     "40P01": Retryable,
     "55P03": Retryable,  # lock_not_available

@@ -1,6 +1,6 @@
 """The figures as Markdown: one table per hot path, automl_db against its floor (the headline ratio)
 and its other baselines, with issue 10's goals beside each table, marked met or not met from the
-figures themselves."""
+figures themselves; and plain tables of measured figures (replication) that have no floor."""
 
 from dataclasses import dataclass, field
 
@@ -50,6 +50,27 @@ class Table:
     baselines: tuple[str, ...]  # column order; the first is the floor, whose ratio is the headline
     setting: str  # clients, seconds, rounds
     rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One plain table: a caption, a header, rows of rendered cells."""
+
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Measured figures without a floor or goals (replica lag, failover time), in one or more tables."""
+
+    key: str  # the --only name
+    title: str
+    about: str
+    setting: str
+    parts: list[Part]
     notes: list[str] = field(default_factory=list)
 
 
@@ -127,7 +148,30 @@ def table(t: Table, run: Run) -> list[str]:
     ]
 
 
-def document(tables: list[Table], run: Run, broken: int) -> str:
+def figures(f: Figures, run: Run) -> list[str]:
+    lines = [
+        f"## {f.title}",
+        "",
+        f"Produced by `{run.command}`; this table alone: `{run.only_command.format(key=f.key)}` (prints, writes"
+        f" nothing). {run.server}, {run.cores} cores, {f.setting}.",
+        "",
+        f.about,
+        "",
+    ]
+    for part in f.parts:
+        lines += [part.caption, "", "| " + " | ".join(part.header) + " |",
+                  "|---" + "|---:" * (len(part.header) - 1) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in part.rows]
+        lines.append("")
+    return lines + ([*f.notes, ""] if f.notes else [])
+
+
+def section(t: Table | Figures, run: Run) -> list[str]:
+    return table(t, run) if isinstance(t, Table) else figures(t, run)
+
+
+def document(sections: list[Table | Figures], run: Run, broken: int) -> str:
+    tables = [t for t in sections if isinstance(t, Table)]
     every = [met for t in tables for row in t.rows for _, met in row.verdicts()]
     summary = [f"- {t.title}: {verdicts(t)}" for t in tables]
     lines = [
@@ -148,7 +192,7 @@ def document(tables: list[Table], run: Run, broken: int) -> str:
         *summary,
         "",
     ]
-    for t in tables:
-        lines += table(t, run)
+    for t in sections:
+        lines += section(t, run)
     lines += [f"`check_integrity()` after the runs: {broken} broken invariants.", ""]
     return "\n".join(lines)

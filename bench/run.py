@@ -2,7 +2,7 @@
 its physical floor and its other baselines in the same run, audit the database, and write the
 figures to docs/benchmarks.md.
 
-    python -m bench.run [--seconds N] [--rounds N] [--quick] [--only ledger|queue|api]
+    python -m bench.run [--seconds N] [--rounds N] [--quick] [--only ledger|queue|api|replication]
 
 --quick: small tables and short runs (a smoke test). --only: one benchmark, printed, nothing written.
 """
@@ -23,7 +23,7 @@ import psycopg
 
 from automl_db import migrate
 from automl_db.database import enable_local_logins, resolve_url, with_database
-from bench import client, ledger, queue, report
+from bench import client, ledger, queue, replication, report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, help="duration of each run (default 5; --quick: 1)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 5; --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="small tables, short runs (smoke test)")
-    parser.add_argument("--only", choices=["ledger", "queue", "api"], help="run one benchmark, print, write nothing")
+    parser.add_argument("--only", choices=["ledger", "queue", "api", "replication"],
+                        help="run one benchmark, print, write nothing")
     args = parser.parse_args(args_given)
     seconds = args.seconds or (1 if args.quick else 5)
     rounds = args.rounds or (1 if args.quick else 5)
@@ -100,14 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         commit=_commit(),
     )
 
-    benchmarks: dict[str, Callable[[], report.Table]] = {
+    benchmarks: dict[str, Callable[[], report.Table | report.Figures]] = {
         # The ledger first, so its empty case starts from an empty ledger; the queue resets its own state.
         "ledger": lambda: ledger.run(url, seconds=seconds, rounds=rounds, accounts=sizes.accounts,
                                      history=sizes.history),
         "queue": lambda: queue.run(url, seconds=seconds, rounds=rounds, depth=sizes.depth, finished=sizes.finished),
         "api": lambda: client.run(url, seconds=seconds, rounds=rounds, depth=sizes.depth // 10),
+        # Its own primary and standby from the embedded binaries, whatever DATABASE_URL says.
+        "replication": lambda: replication.run(seconds=seconds, rounds=rounds, accounts=sizes.accounts),
     }
-    tables: list[report.Table] = []
+    tables: list[report.Table | report.Figures] = []
     for key, benchmark in benchmarks.items():
         if args.only in (None, key):
             print(f"{key} ...", flush=True)
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in broken[:20]:
         print("  broken:", row)
     if args.only:
-        print("\n".join(report.table(tables[0], run)))
+        print("\n".join(report.section(tables[0], run)))
         print(f"check_integrity(): {len(broken)} broken invariants")
     else:
         text = report.document(tables, run, len(broken))
