@@ -159,14 +159,21 @@ def _lost(conn: AnyConnection, exc: psycopg.Error) -> bool:
 
 def _ending(conn: AnyConnection, commit: bool) -> tuple[bytes | None, Exception | None]:
     """How the transaction ends: COMMIT; ROLLBACK when asked, or when a statement in it failed (a
-    COMMIT would silently roll back, and the caller believe it committed); nothing when the block
-    ended it itself or closed the connection (refused: what it did is not what a block promises)."""
-    status = conn.info.transaction_status
+    COMMIT would silently roll back, and the caller believe it committed); nothing when the
+    connection is gone (lost: the server rolled back) or the block ended the transaction or closed
+    the connection itself (refused: what it did is not what a block promises). The error is the
+    one to raise when the block itself raised none."""
+    if conn.broken:
+        lost = Retryable("the connection was lost before the transaction ended: nothing committed")
+        return None, lost if commit else None
     if conn.closed:
-        return None, TransactionFailed("the block closed its connection: the transaction was rolled back")
+        closed = TransactionFailed("the block closed its connection: the transaction was rolled back")
+        return None, closed if commit else None
+    status = conn.info.transaction_status
     if status == pq.TransactionStatus.IDLE:
-        return None, TransactionFailed("the block committed or rolled back itself; its later statements ran"
-                                       " outside any transaction") if commit else None
+        itself = TransactionFailed("the block committed or rolled back itself; its later statements ran outside"
+                                   " any transaction")
+        return None, itself if commit else None
     if commit and status == pq.TransactionStatus.INERROR:
         return ROLLBACK, TransactionFailed("a statement in this transaction failed, so it was rolled back")
     return (COMMIT if commit else ROLLBACK), None

@@ -13,6 +13,7 @@ from typing import Any
 
 from automl_db import queries as q
 from automl_db.config import Settings
+from automl_db.database import resolve_url, with_user
 from automl_db.db import Database
 from automl_db.errors import AutomlDbError, InvalidTransition
 from automl_db.rows import FileFormat, JobStatus, NodeStatus, ProblemType, UserTier
@@ -79,8 +80,12 @@ class ReferenceDataMissing(AutomlDbError):
 def main() -> int:
     try:
         small = Settings(pool_min_size=2, pool_max_size=4)  # a demo needs few; the rest from the environment
-        with (Database(settings=small) as db, Database(settings=small, role="automl_worker") as workers,
-              Database(settings=small, role="automl_billing") as billing):
+        # The demo plays three services, each logged in as its own role on the same server (embedded, or
+        # DATABASE_URL's where the roles may log in, as `automl-db up` and the tests let them locally).
+        server = resolve_url(small)
+        with (Database(with_user(server, "automl_app"), settings=small) as db,
+              Database(with_user(server, "automl_worker"), settings=small) as workers,
+              Database(with_user(server, "automl_billing"), settings=small) as billing):
             story(db, workers, billing)
     except AutomlDbError as exc:
         print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)

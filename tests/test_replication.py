@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +89,7 @@ def test_replica_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
                                      "postgres://b@r3/db")
     assert (settings.replica_wait_timeout, settings.replica_retry_after) == (2.5, 7.0)
     assert split_urls("") == ()
+    monkeypatch.delenv("AUTOML_DB_REPLICA_URLS")
     assert Settings().replica_urls == ()
 
 
@@ -154,9 +154,9 @@ def test_the_standby_refuses_writes_with_a_typed_error(cluster: Pair) -> None:
 def test_read_your_writes_waits_for_the_replay_then_falls_back(cluster: Pair) -> None:
     user = new_user(cluster)
     primary, standby = cluster.primary.port, cluster.standby.port
-    impatient = replace(SMALL, replica_wait_timeout=0.5)
+    impatient = SMALL.model_copy(update={"replica_wait_timeout": 0.5})
     with Database(cluster.primary.url(), settings=impatient, replicas=[cluster.standby.url()]) as db, \
-            Database(cluster.primary.url(), settings=replace(SMALL, replica_wait_timeout=120),
+            Database(cluster.primary.url(), settings=SMALL.model_copy(update={"replica_wait_timeout": 120}),
                      replicas=[cluster.standby.url()]) as patient, replay_paused(cluster) as resume:
         receipt = Receipt()
         with db.transaction(receipt=receipt) as conn:
@@ -208,7 +208,8 @@ def test_read_your_writes_holds_under_a_concurrent_ledger_load(cluster: Pair, tm
                              cluster.primary.url()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stale = 0
     rounds = 300
-    settings = replace(SMALL, replica_wait_timeout=30)  # generous: a busy shared machine must not fail this
+    # generous: a busy shared machine must not fail this
+    settings = SMALL.model_copy(update={"replica_wait_timeout": 30})
     try:
         time.sleep(0.5)
         assert load.poll() is None, load.communicate()
@@ -243,7 +244,7 @@ def test_read_your_writes_holds_under_a_concurrent_ledger_load(cluster: Pair, tm
 
 def test_a_replica_that_cannot_be_reached_is_left_out_until_it_is_back() -> None:
     with pair() as fresh:
-        settings = replace(SMALL, replica_wait_timeout=0.5, replica_retry_after=5)
+        settings = SMALL.model_copy(update={"replica_wait_timeout": 0.5, "replica_retry_after": 5})
         with Database(fresh.primary.url(), settings=settings, replicas=[fresh.standby.url()]) as db:
             replica = db.replicas[0]
             with db.read() as conn:
@@ -278,7 +279,7 @@ def test_the_async_twin_routes_and_waits_the_same_way(cluster: Pair) -> None:
         return int(row[0]), bool(row[1])
 
     async def scenario(resume: Callable[[], None]) -> None:
-        settings = replace(SMALL, replica_wait_timeout=0.5)
+        settings = SMALL.model_copy(update={"replica_wait_timeout": 0.5})
         async with await AsyncDatabase.connect(cluster.primary.url(), settings=settings,
                                                replicas=[cluster.standby.url()]) as db:
             receipt = Receipt()
