@@ -359,6 +359,7 @@ class UserTutorialProgress(Row):
     last_activity_at: datetime
     completed_at: datetime | None = None
     updated_at: datetime
+    created_at: datetime
 
 
 class User(Row):

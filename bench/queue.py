@@ -2,8 +2,9 @@
 reference and a same-schema copy, with pgbench, for batches of 1, 10 and 100 jobs, and for single
 jobs beside a large history of finished ones.
 
-automl_db: `select id from claim_jobs('bench-worker', n)`, then `update jobs set status =
-'completed' where id = ...`, as automl_worker (the role its workers log in as). Every queue is
+automl_db: the typed API's own claim statement (`queries.CLAIM_JOBS`, the statement of the
+claim_jobs() function run directly, `returning j.*`), then `update jobs set status = 'completed'
+where id = ...`, as automl_worker (the role its workers log in as). Every queue is
 topped up before each round and checked after each run, so none runs dry; figures count jobs,
 measured as completed rows before and after each run, not pgbench transactions.
 """
@@ -14,6 +15,7 @@ from typing import cast
 
 import psycopg
 
+from automl_db import queries
 from automl_db.database import with_user
 from bench import floors, pgbench, pgboss_style, same_schema
 from bench.report import Goal, Row, Table
@@ -31,7 +33,7 @@ PROJECT = Queue(
             f" select {uid('0')}, {uid('0')}, 'queued', g %% 10 from generate_series(1, %(count)s::int) g",
     clear="delete from jobs where status in ('queued', 'completed')",
     counts="select count(*) filter (where status = 'queued'), count(*) filter (where status = 'completed') from jobs",
-    claim=f"select id from claim_jobs('{WORKER}', {{n}})",
+    claim=queries.CLAIM_JOBS.strip().replace("%(worker_id)s", f"'{WORKER}'").replace("%(how_many)s", "{n}"),
     complete="update jobs set status = 'completed' where {match}",
     role="automl_worker",
 )
@@ -138,7 +140,9 @@ def run(url: str, *, seconds: int, rounds: int, depth: int, finished: int) -> Ta
         key="queue",
         title="Job queue: claim + complete",
         about=(
-            f"automl_db: `select id from claim_jobs('{WORKER}', n)` then `update jobs set status = 'completed'"
+            "automl_db: the typed API's claim (`queries.CLAIM_JOBS`: `update jobs j set status = 'running',"
+            " worker_id = ... from (select id ... for update skip locked limit n) picked ... returning j.*`, the"
+            " statement of claim_jobs() run directly) then `update jobs set status = 'completed'"
             " where id = ...` (status machine, stamps and row-level security included), as automl_worker. For"
             " n > 1 the claim aggregates the ids (`select array_agg(id) ...`) and the completion takes them all"
             " (`where id = any (:ids::uuid[])`). Floor: a bare `with picked as (select id ... for update skip"

@@ -41,7 +41,25 @@ update jobs set status = 'cancelled' where id = :id and user_id = :user_id retur
 
 -- name: claim_job(worker_id)^
 -- Worker: take the most urgent queued job (highest priority, then oldest) and mark it running.
-select * from claim_jobs(:worker_id, 1);
+update jobs j set status = 'running', worker_id = :worker_id  -- claim_jobs()'s statement, without the call's cost
+  from (select id from jobs
+         where status = 'queued'
+         order by priority desc, queued_at, id
+         limit 1
+           for update skip locked) picked
+ where j.id = picked.id
+returning j.*;
+
+-- name: claim_jobs(worker_id, how_many)
+-- Worker: take up to how_many queued jobs, most urgent first, and mark them running (a batch claim).
+update jobs j set status = 'running', worker_id = :worker_id
+  from (select id from jobs
+         where status = 'queued'
+         order by priority desc, queued_at, id
+         limit :how_many
+           for update skip locked) picked
+ where j.id = picked.id
+returning j.*;
 
 -- name: heartbeat(id, worker_id)$
 -- Worker: report the job alive; NULL means it is no longer this worker's to run.

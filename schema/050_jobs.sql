@@ -4,21 +4,46 @@
 -- row per node of the snapshot's graph). A job's snapshot belongs to the job's owner
 -- (composite key); a snapshot cannot be deleted while a job references it.
 
+-- The queue's hot path writes jobs twice per job (claim, completion). PostgreSQL reads every CHECK
+-- of a table anew for each statement that writes it (~17% of a claim + completion), so the rules
+-- on one column are domains, checked only when that column is written; results' shape is checked by
+-- jobs_check_transition when results is written, and the rules relating columns (attempt within
+-- max_attempts, stamps in order) hold because that trigger alone writes attempt and the stamps. The
+-- constraint names are the ones the rules always had.
+create domain job_credit_cost as integer
+    constraint jobs_credit_cost_nonnegative check (value >= 0);
+comment on domain job_credit_cost is 'Credits a job costs: zero or more.';
+create domain job_priority as integer
+    constraint jobs_priority_range check (value between -1000 and 1000);
+comment on domain job_priority is 'Queue priority of a job: -1000..1000, higher runs first.';
+create domain job_max_attempts as integer
+    constraint jobs_attempts_range check (value >= 1);
+comment on domain job_max_attempts is 'Claims a job allows: at least one.';
+create domain job_task_id as text
+    constraint jobs_celery_task_id_length check (length(value) between 1 and 255);
+comment on domain job_task_id is 'An external runner''s task id: 1-255 characters.';
+create domain job_idempotency_key as text
+    constraint jobs_idempotency_key_length check (length(value) between 1 and 200);
+comment on domain job_idempotency_key is 'A client''s idempotency key for a submission: 1-200 characters.';
+create domain worker_name as text
+    constraint jobs_worker_id_length check (length(value) between 1 and 200);
+comment on domain worker_name is 'A worker''s id: 1-200 characters.';
+
 create table jobs (
     id                   uuid primary key default gen_random_uuid(),
     user_id              uuid not null references users (id) on delete cascade,
     workflow_snapshot_id uuid not null,
     status               job_status not null default 'pending',
-    credit_cost          integer not null default 0,
-    priority             integer not null default 0,
-    celery_task_id       text,
+    credit_cost          job_credit_cost not null default 0,
+    priority             job_priority not null default 0,
+    celery_task_id       job_task_id,
     results              bounded_jsonb,
     error_message        error_text,
     error_traceback      traceback_text,
-    idempotency_key      text,
+    idempotency_key      job_idempotency_key,
     attempt              integer not null default 0,
-    max_attempts         integer not null default 3,
-    worker_id            text,
+    max_attempts         job_max_attempts not null default 3,
+    worker_id            worker_name,
     heartbeat_at         timestamptz,
     queued_at            timestamptz,
     created_at           timestamptz not null default now(),
@@ -27,17 +52,7 @@ create table jobs (
     updated_at           timestamptz not null default now(),
     constraint jobs_snapshot_fkey foreign key (workflow_snapshot_id, user_id)
         references workflow_snapshots (id, user_id),
-    constraint jobs_id_user_key unique (id, user_id),
-    constraint jobs_credit_cost_nonnegative check (credit_cost >= 0),
-    constraint jobs_priority_range check (priority between -1000 and 1000),
-    constraint jobs_results_shape check (results is null or jsonb_is_object(results)),
-    constraint jobs_celery_task_id_length check (length(celery_task_id) between 1 and 255),
-    constraint jobs_idempotency_key_length check (length(idempotency_key) between 1 and 200),
-    constraint jobs_worker_id_length check (length(worker_id) between 1 and 200),
-    constraint jobs_attempts_range check (attempt >= 0 and max_attempts >= 1 and attempt <= max_attempts),
-    constraint jobs_times_ordered check (
-        queued_at >= created_at and started_at >= coalesce(queued_at, created_at)
-        and completed_at >= greatest(created_at, queued_at, started_at))
+    constraint jobs_id_user_key unique (id, user_id)
 );
 comment on table jobs is
     'One execution of a workflow snapshot, and the work queue: workers claim queued jobs by priority.';
@@ -68,14 +83,16 @@ create unique index jobs_idempotency_key on jobs (user_id, idempotency_key) wher
 create index jobs_user_created_idx on jobs (user_id, created_at desc, id desc);
 create index jobs_snapshot_idx on jobs (workflow_snapshot_id);
 create index jobs_claimable_idx on jobs (priority desc, queued_at, id) where status = 'queued';
-create index jobs_running_heartbeat_idx on jobs (heartbeat_at) where status = 'running';
+-- Keyed by worker, not heartbeat: a heartbeat then changes no indexed column, so PostgreSQL writes
+-- it as a HOT update (no index entries) however often workers beat.
+create index jobs_running_idx on jobs (worker_id) where status = 'running';
 comment on index jobs_idempotency_key is
     'One job per client idempotency key and user; partial, so keyless jobs cost this index nothing.';
 comment on index jobs_user_created_idx is 'A user''s jobs newest first (keyset pages); also the user_id foreign key index.';
 comment on index jobs_snapshot_idx is 'Foreign key index: deleting a snapshot checks for jobs quickly.';
 comment on index jobs_claimable_idx is
     'Only queued jobs, in claim order: claiming stays fast however many finished jobs the table holds.';
-comment on index jobs_running_heartbeat_idx is 'Running jobs by last heartbeat, for the stall rescuer.';
+comment on index jobs_running_idx is 'Running jobs (by worker): what the stall rescuer scans, and a worker''s jobs.';
 
 create table job_nodes (
     id            uuid primary key default gen_random_uuid(),
@@ -156,13 +173,22 @@ begin
         new.attempt := 0;
         new.worker_id := null;
         new.heartbeat_at := null;
+        if not jsonb_is_object(coalesce(new.results, '{}')) then
+            raise check_violation using message = 'a job''s results are a JSON object',
+                constraint = 'jobs_results_shape';
+        end if;
         return new;
+    end if;
+    if new.results is distinct from old.results and not jsonb_is_object(coalesce(new.results, '{}')) then
+        raise check_violation using message = 'a job''s results are a JSON object', constraint = 'jobs_results_shape';
     end if;
 
     if new.workflow_snapshot_id <> old.workflow_snapshot_id or new.max_attempts <> old.max_attempts
-       or (new.credit_cost <> old.credit_cost and old.status <> 'pending') then
-        raise exception 'job %: snapshot, attempts allowed, and credit_cost once queued, cannot change', old.id
-            using errcode = 'AM004', constraint = 'jobs_terms_immutable';
+       or (new.credit_cost <> old.credit_cost
+           and (old.status <> 'pending'
+                or exists (select from credit_transactions c where c.job_id = old.id and c.type = 'consumption'))) then
+        raise exception 'job %: snapshot, attempts allowed, and credit_cost once charged or queued, cannot change',
+            old.id using errcode = 'AM004', constraint = 'jobs_terms_immutable';
     end if;
 
     new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
@@ -210,15 +236,17 @@ end;
 $$;
 comment on function jobs_check_transition() is
     'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot, attempts allowed '
-    'and queued price (AM004), stamps created_at / queued_at / started_at / completed_at and updated_at, '
-    'and keeps attempt and worker_id.';
+    'and the charged or queued price (AM004), checks the shape of results (jobs_results_shape), stamps '
+    'created_at / queued_at / started_at / completed_at and updated_at, and keeps attempt and worker_id.';
 
 -- Credit policy: a job is charged credit_cost when it enters the queue for the first time
--- (insert as queued, or pending -> queued), and refunded in full, once, when it ends failed
--- or cancelled after being charged. A completed job keeps its charge; a requeue after a stall
--- charges nothing more. Both are ledger entries, so the ledger explains every balance, and an
--- owner without enough credits cannot queue (AM001 from the ledger). A definer: the rule holds
--- whoever moves the job (a worker acting for nobody sees no ledger rows of its own).
+-- (insert as queued, or pending -> queued), unless its owner's service already posted that
+-- consumption entry while it was pending (then its cost is frozen, and queueing charges nothing
+-- more). It is refunded in full, once, when it ends failed or cancelled after being charged. A
+-- completed job keeps its charge; a requeue after a stall charges nothing more. Both are ledger
+-- entries, so the ledger explains every balance, and an owner without enough credits cannot queue
+-- (AM001 from the ledger). A definer: the rule holds whoever moves the job (a worker acting for
+-- nobody sees no ledger rows of its own).
 create function jobs_settle_credits() returns trigger
 language plpgsql
 security definer set search_path = pg_catalog, public, pg_temp as $$
@@ -226,9 +254,13 @@ declare
     charged integer;
 begin
     if new.status = 'queued' and (tg_op = 'INSERT' or old.status = 'pending') and new.credit_cost > 0 then
+        if tg_op = 'UPDATE' and exists (select from credit_transactions c
+                                        where c.job_id = new.id and c.type = 'consumption') then
+            return null;  -- charged while pending (see credit_transactions_job_policy)
+        end if;
         insert into credit_transactions (user_id, type, amount, description, job_id)
         values (new.user_id, 'consumption', -new.credit_cost, 'job ' || new.id, new.id);
-    elsif tg_op = 'UPDATE' and new.status in ('failed', 'cancelled') and old.status in ('queued', 'running') then
+    elsif tg_op = 'UPDATE' and new.status in ('failed', 'cancelled') then
         -- By job and owner: a job id is the client's to choose, and a purged account's ledger keeps
         -- the ids of jobs that no longer exist.
         select -c.amount into charged from credit_transactions c
@@ -243,8 +275,8 @@ begin
 end;
 $$;
 comment on function jobs_settle_credits() is
-    'AFTER INSERT/UPDATE OF status on jobs: charges credit_cost on first queueing and refunds it once '
-    'when the job ends failed or cancelled. Completed jobs keep their charge.';
+    'AFTER INSERT/UPDATE OF status on jobs: charges credit_cost on first queueing (unless charged while '
+    'pending) and refunds the charge once when the job ends failed or cancelled. Completed jobs keep it.';
 
 create trigger jobs_check_transition before insert or update on jobs
     for each row execute function jobs_check_transition();
@@ -253,8 +285,7 @@ create trigger jobs_settle_credits_on_insert after insert on jobs
     for each row when (new.status = 'queued' and new.credit_cost > 0)
     execute function jobs_settle_credits();
 create trigger jobs_settle_credits_on_update after update of status on jobs
-    for each row when ((old.status = 'pending' and new.status = 'queued' and new.credit_cost > 0)
-                       or (old.status in ('queued', 'running') and new.status in ('failed', 'cancelled')))
+    for each row when (new.status in ('queued', 'failed', 'cancelled') and old.status <> new.status)
     execute function jobs_settle_credits();
 -- Lock order: a status change may charge or refund the owner; take the users row first.
 create trigger jobs_lock_acting_user before update on jobs

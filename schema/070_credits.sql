@@ -12,8 +12,9 @@
 --   * no entry may take a balance below zero: SQLSTATE AM001, constraint
 --     credit_transactions_balance_nonnegative;
 --   * sign rules per type; consumption and refund name a job of the same user; a job is
---     charged its credit_cost once, as it is queued, and refunded at most once, exactly what
---     it consumed, once it failed or was cancelled (constraint credit_transactions_job_policy);
+--     charged its credit_cost once, as it is queued (or while still pending, by its owner's
+--     service), and refunded at most once, exactly what it consumed, once it failed or was
+--     cancelled (constraint credit_transactions_job_policy);
 --   * a purchase carries its payment reference, credited once; a package purchase credits
 --     exactly the package, and only to a tier allowed to buy it;
 --   * a balance moves only with its entry: duplicates are refused before the move, so an
@@ -263,10 +264,12 @@ begin
                 message = format('job %s is not a job of user %s', new.job_id, new.user_id),
                 constraint = 'credit_transactions_job_owner';
         end if;
-        -- The credit policy (see 050_jobs.sql): a job is charged its credit_cost as it is queued,
-        -- and refunded exactly what it consumed once it has failed or been cancelled. A wrong sign
-        -- is left to credit_transactions_amount_sign, which names that problem better.
-        if new.type = 'consumption' and new.amount < 0 and not (job.status = 'queued' and new.amount = -job.credit_cost) then
+        -- The credit policy (see 050_jobs.sql): a job is charged its credit_cost as it is queued, or
+        -- by its owner's service while it is still pending (then queueing charges nothing more), and
+        -- refunded exactly what it consumed once it has failed or been cancelled. A wrong sign is
+        -- left to credit_transactions_amount_sign, which names that problem better.
+        if new.type = 'consumption' and new.amount < 0
+           and not (job.status in ('pending', 'queued') and new.amount = -job.credit_cost) then
             raise check_violation using
                 message = format('job %s (%s, cost %s) cannot be charged %s', job.id, job.status,
                                  job.credit_cost, -new.amount),

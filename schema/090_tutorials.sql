@@ -74,6 +74,7 @@ create table user_tutorial_progress (
     last_activity_at timestamptz not null default now(),
     completed_at     timestamptz,
     updated_at       timestamptz not null default now(),
+    created_at       timestamptz not null default now(),  -- last: migration 0006 added it
     constraint user_tutorial_progress_user_tutorial_key unique (user_id, tutorial_id),
     constraint user_tutorial_progress_current_step_nonnegative check (current_step >= 0),
     constraint user_tutorial_progress_content_version_positive check (content_version >= 1),
@@ -94,6 +95,7 @@ comment on column user_tutorial_progress.started_at is 'When the learner started
 comment on column user_tutorial_progress.last_activity_at is 'Last step activity, for "continue where you left off" and dropout analysis.';
 comment on column user_tutorial_progress.completed_at is 'When the tutorial was finished; NULL while in progress.';
 comment on column user_tutorial_progress.updated_at is 'Last change of this row (set by trigger).';
+comment on column user_tutorial_progress.created_at is 'Row creation time.';
 
 create index user_tutorial_progress_tutorial_idx on user_tutorial_progress (tutorial_id);
 comment on index user_tutorial_progress_tutorial_idx is 'Foreign key index; learners per tutorial.';

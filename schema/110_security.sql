@@ -64,19 +64,20 @@ grant select on tier_limits, credit_packages, tutorials to automl_app, automl_bi
 grant select on all tables in schema public to automl_readonly;
 grant select on users to automl_app;
 grant insert (id, email, full_name, oauth_provider, oauth_id, email_verified) on users to automl_app;
-grant update (email, full_name, email_verified, is_deleted) on users to automl_app;
+grant update (email, full_name, email_verified, is_deleted, updated_at) on users to automl_app;
 grant select, insert, update, delete on datasets, dataset_versions, dataset_profiles, ingestion_jobs,
     workflows, models, experiments, experiment_runs, user_tutorial_progress to automl_app;
 revoke update on datasets from automl_app;
-grant update (name, description, problem_type, target_column, current_version_id) on datasets to automl_app;
+grant update (name, description, problem_type, target_column, current_version_id, updated_at)
+    on datasets to automl_app;
 grant select, insert on workflow_snapshots, credit_transactions to automl_app;
 -- The queue tables: column-level UPDATE only (what the queries change), so no runtime role may
 -- LOCK TABLE them, which table-level UPDATE or DELETE would allow whatever the policies say.
 grant select, insert on jobs, job_nodes to automl_app;
-grant update (status, priority, credit_cost, celery_task_id, results, error_message, error_traceback)
-    on jobs to automl_app;
+grant update (status, priority, credit_cost, celery_task_id, results, error_message, error_traceback,
+    updated_at) on jobs to automl_app;
 grant update (worker_id) on jobs to automl_worker;
-grant update (status, output_data, error_message) on job_nodes to automl_app;
+grant update (status, output_data, error_message, updated_at) on job_nodes to automl_app;
 grant select, update (tier) on users to automl_billing;
 grant select, insert on credit_transactions to automl_billing;
 

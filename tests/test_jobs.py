@@ -7,6 +7,7 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow
 
+from automl_db import queries as q
 from tests.helpers import assert_refused, give_credits, make_job, make_snapshot, make_user, one, value
 
 Conn = psycopg.Connection[DictRow]
@@ -116,6 +117,38 @@ def test_claim_takes_highest_priority_then_oldest(conn: Conn) -> None:
     assert [c["id"] for c in claimed] == [high_old, high_new, low]
     assert {(c["status"], c["worker_id"], c["attempt"]) for c in claimed} == {("running", "w1", 1)}
     assert conn.execute("select * from claim_jobs('w1')").fetchall() == []
+
+
+def test_the_typed_claims_take_jobs_in_the_order_of_claim_jobs(conn: Conn) -> None:
+    """queries/jobs.sql runs claim_jobs()'s statement directly: the same jobs, in the same order."""
+    user = make_user(conn)
+    snapshot = make_snapshot(conn, user)
+    jobs = [value(conn, "insert into jobs (user_id, workflow_snapshot_id, status, priority)"
+                        " values (%s, %s, 'queued', %s) returning id", [user, snapshot, priority])
+            for priority in (0, 7, -3, 7, 0, 12, -3, 0)]
+    order = [r["id"] for r in conn.execute("select id from jobs where id = any (%s)"
+                                            " order by priority desc, queued_at, id", [jobs])]
+    claimed = [one(conn, "select id from claim_jobs('w')")["id"], *(j.id for j in q.claim_jobs(
+        conn, worker_id="w", how_many=3))]
+    claimed += [job.id for job in (q.claim_job(conn, worker_id="w") for _ in range(4)) if job is not None]
+    assert claimed[:1] + sorted(claimed[1:4], key=order.index) + claimed[4:] == order
+    assert q.claim_job(conn, worker_id="w") is None
+    assert {r["status"] for r in conn.execute("select status::text from jobs where id = any (%s)", [jobs])} == {
+        "running"}
+
+
+def test_a_heartbeat_writes_no_index_entry(conn: Conn) -> None:
+    """jobs_running_idx is keyed by worker: a heartbeat changes no indexed column, so it is a HOT update."""
+    user = make_user(conn)
+    job = make_job(conn, user, status="queued")
+    conn.execute("select claim_jobs('w')")
+    conn.commit()
+    before = value(conn, "select n_tup_hot_upd from pg_stat_user_tables where relname = 'jobs'")
+    for _ in range(5):
+        assert value(conn, "select heartbeat_job(%s, 'w')", [job]) is True
+        conn.commit()
+    conn.execute("select pg_stat_force_next_flush()")
+    assert value(conn, "select n_tup_hot_upd from pg_stat_user_tables where relname = 'jobs'") - before == 5
 
 
 def test_claim_uses_the_partial_index(conn: Conn) -> None:

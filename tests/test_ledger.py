@@ -84,7 +84,7 @@ def test_job_entries_follow_the_credit_policy(conn: Conn, user: Any) -> None:
         assert_refused(conn, POST, {"user": user, "type": type_, "amount": amount, "job": job, "payment": None},
                        sqlstate=sqlstate, constraint=constraint)
 
-    refused("consumption", -20, "23514", "credit_transactions_job_policy")  # pending: not queued yet
+    refused("consumption", -5, "23514", "credit_transactions_job_policy")  # only its whole cost
     refused("refund", 5, "23514", "credit_transactions_job_policy")
     conn.execute("update jobs set status = 'queued' where id = %s", [job])  # the database charges it
     assert value(conn, "select credit_balance from users where id = %s", [user]) == 80
@@ -95,6 +95,31 @@ def test_job_entries_follow_the_credit_policy(conn: Conn, user: Any) -> None:
     assert value(conn, "select credit_balance from users where id = %s", [user]) == 100
     refused("refund", 20, "23505", "credit_transactions_job_refund_key")  # refunded once
     refused("refund", 21, "23514", "credit_transactions_job_policy")  # never more than consumed
+
+
+def test_a_pending_job_charged_by_its_service_is_charged_once_and_refunded_once(conn: Conn, user: Any) -> None:
+    """The seed's services charged a job themselves before queueing it: the database takes that
+    entry as the job's charge, freezes its cost, and queueing charges nothing more."""
+    give_credits(conn, user, 100)
+    job = make_job(conn, user, cost=30)
+    post(conn, user, "consumption", -30, job)
+    assert_refused(conn, "update jobs set credit_cost = 10 where id = %(job)s", {"job": job},
+                   sqlstate="AM004", constraint="jobs_terms_immutable")
+    conn.execute("update jobs set status = 'queued' where id = %s", [job])
+    assert value(conn, "select credit_balance from users where id = %s", [user]) == 70
+    assert value(conn, "select count(*) from credit_transactions where job_id = %s", [job]) == 1
+    conn.execute("update jobs set status = 'cancelled' where id = %s", [job])
+    assert value(conn, "select credit_balance from users where id = %s", [user]) == 100
+    assert_refused(conn, POST, {"user": user, "type": "refund", "amount": 30, "job": job, "payment": None},
+                   sqlstate="23505", constraint="credit_transactions_job_refund_key")
+    cancelled_while_pending = make_job(conn, user, cost=40)
+    post(conn, user, "consumption", -40, cancelled_while_pending)
+    conn.execute("update jobs set status = 'cancelled' where id = %s", [cancelled_while_pending])
+    assert value(conn, "select credit_balance from users where id = %s", [user]) == 100
+    uncharged = make_job(conn, user, cost=10)
+    conn.execute("update jobs set credit_cost = 15 where id = %s", [uncharged])  # not charged: still open
+    conn.execute("update jobs set status = 'queued' where id = %s", [uncharged])
+    assert value(conn, "select credit_balance from users where id = %s", [user]) == 85
 
 
 def test_a_stripe_payment_is_credited_once(conn: Conn, user: Any) -> None:

@@ -1,11 +1,5 @@
 """docs/orm-guide.md, checked: a service using SQLAlchemy models declared as the guide says, against
-the real schema, as automl_app (row-level security on), automl_billing and the owner.
-
-The tests marked `after_schema_change` state what the guide says the database accepts once the
-schema change running beside this one lands (a seed-style service's own consumption and refund
-entries, user_tutorial_progress.created_at, updated_at grants alike on every table). They are
-strict xfails: when that change is merged they pass, and the marks must go.
-"""
+the real schema, as automl_app (row-level security on), automl_billing and the owner."""
 
 import uuid
 from collections.abc import Iterator
@@ -33,9 +27,6 @@ from tests.orm_models import (
     Workflow,
     WorkflowSnapshot,
 )
-
-after_schema_change = pytest.mark.xfail(
-    strict=True, reason="the database accepts this once the concurrent schema change (issue 12) is merged")
 
 CONFUSION = {"labels": ["churn", "stay"], "matrix": [[41, 9], [7, 143]]}
 
@@ -253,7 +244,6 @@ def test_computed_columns_are_read_back(owner: Engine) -> None:
         session.rollback()
 
 
-@after_schema_change
 def test_a_seed_style_consumption_entry_for_a_job_about_to_be_queued_is_accepted(app: Engine,
                                                                                 billing: Engine) -> None:
     user_id = sign_up(app)
@@ -268,8 +258,7 @@ def test_a_seed_style_consumption_entry_for_a_job_about_to_be_queued_is_accepted
         assert [entry[1:] for entry in ledger(session, user_id)] == [("adjustment", 100, 100), ("consumption", -40, 60)]
 
 
-@after_schema_change
-def test_a_seed_style_refund_for_a_failed_job_is_accepted(app: Engine, billing: Engine) -> None:
+def test_a_seed_style_refund_after_the_database_refunded_is_refused(app: Engine, billing: Engine) -> None:
     user_id = sign_up(app)
     grant(billing, user_id, 100)
     with Session(app, info={"user_id": user_id}) as session, session.begin():
@@ -277,21 +266,21 @@ def test_a_seed_style_refund_for_a_failed_job_is_accepted(app: Engine, billing: 
         for status in ("running", "failed"):
             job.status = status
             session.flush()
-        session.execute(text("insert into credit_transactions (user_id, type, amount, description, job_id)"
-                             " values (:user_id, 'refund', 40, 'refund', :job_id)"),
-                        {"user_id": user_id, "job_id": job.id})
+        with pytest.raises(IntegrityError) as refused, session.begin_nested():
+            session.execute(text("insert into credit_transactions (user_id, type, amount, description, job_id)"
+                                 " values (:user_id, 'refund', 40, 'refund', :job_id)"),
+                            {"user_id": user_id, "job_id": job.id})
+        assert sqlstate(refused.value) == ("23505", "credit_transactions_job_refund_key")
         entries = ledger(session, user_id)
         assert [entry[1] for entry in entries].count("refund") == 1
         assert entries[-1][3] == 100
 
 
-@after_schema_change
 def test_user_tutorial_progress_has_created_at(owner: Engine) -> None:
     with Session(owner) as session, session.begin():
         session.execute(text("select created_at from user_tutorial_progress limit 0"))
 
 
-@after_schema_change
 def test_updated_at_may_be_written_on_every_table_automl_app_updates(owner: Engine) -> None:
     with Session(owner) as session, session.begin():
         refused = session.scalars(text(
