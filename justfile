@@ -12,11 +12,11 @@ up *args:
 
 # The main job: the platform's story end to end through the typed API
 demo: up
-    python -m automl_db.demo
+    python -m automl_db.tools.demo
 
 # Regenerate automl_db/rows.py, queries.py, aqueries.py from queries/ (--check: fail if stale)
 codegen *args:
-    python -m automl_db.codegen {{ args }}
+    python -m automl_db.tools.codegen {{ args }}
 
 # Run the test suite on the embedded server, or on DATABASE_URL when set
 test *args:
@@ -24,15 +24,15 @@ test *args:
 
 # Rewrite docs/schema.md (ER diagram, tables, rules, triggers) from a database the migrations built (--check: fail if stale)
 schema-doc *args:
-    python -m automl_db.schemadoc {{ args }}
+    python -m automl_db.tools.schemadoc {{ args }}
 
 # ruff, mypy --strict, squawk on the migrations, generated code and docs/schema.md fresh
 lint:
     ruff check .
     mypy
     squawk migrations/*.sql
-    python -m automl_db.codegen --check
-    python -m automl_db.schemadoc --check
+    python -m automl_db.tools.codegen --check
+    python -m automl_db.tools.schemadoc --check
 
 # Apply pending migrations
 migrate:
@@ -66,4 +66,4 @@ bench *args:
 
 # The Citus blocker list in docs/scaling.md, from the migrated catalog (--check: fail if stale)
 citus-blockers *args:
-    python -m automl_db.citus {{ args }}
+    python -m automl_db.tools.citus {{ args }}

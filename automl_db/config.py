@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from automl_db.errors import InvalidSetting
-from automl_db.paths import PROJECT_ROOT
+from automl_db.tools.paths import PROJECT_ROOT
 
 #: Fields whose value must not be echoed in an error message (a URL may carry a password).
 _SECRET = {"database_url", "DATABASE_URL"}

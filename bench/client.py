@@ -19,8 +19,8 @@ from psycopg.types.json import Jsonb
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.database import with_user
-from automl_db.db import Database
+from automl_db.urls import with_user
+from automl_db.database import Database
 from bench import queue
 from bench.report import Goal, Row, Table
 from bench.rounds import Samples, interleaved

@@ -16,7 +16,7 @@ from typing import cast
 import psycopg
 
 from automl_db import queries
-from automl_db.database import with_user
+from automl_db.urls import with_user
 from bench import floors, pgbench, pgboss_style, same_schema
 from bench.report import Goal, Row, Table
 from bench.rounds import interleaved

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from automl_db.config import Settings
-from automl_db.db import Database
+from automl_db.database import Database
 from automl_db.replicas import Receipt
 from bench import pgbench
 from bench.report import Figures, Part

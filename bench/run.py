@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from automl_db import migrate
-from automl_db.database import enable_local_logins, resolve_url, with_database
+from automl_db.tools import migrate
+from automl_db.urls import enable_local_logins, resolve_url, with_database
 from bench import client, ledger, queue, replication, report
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,8 +26,8 @@ from typing import Any
 
 import psycopg
 
-from automl_db import migrate
-from automl_db.database import enable_local_logins, with_user
+from automl_db.tools import migrate
+from automl_db.urls import enable_local_logins, with_user
 
 MAJOR = 18
 DATABASE = "automl"

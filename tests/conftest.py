@@ -6,7 +6,7 @@ check_integrity() returning nothing unless it is marked `drift` (it breaks rules
 
 Every database a run creates is dropped again whatever happens: a test or fixture that fails, a
 Ctrl-C (pytest tears the session's fixtures down on KeyboardInterrupt). Their names carry the
-run's process id (automl_db.scratch), so a run also drops what earlier runs left behind when they
+run's process id (automl_db.tools.scratch), so a run also drops what earlier runs left behind when they
 were killed outright, and leaves alone the databases of a run still going on the same server.
 
 `conn` / `db_url` connect as the server's superuser: the schema's rules hold for every client, so
@@ -23,8 +23,8 @@ import pytest
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
-from automl_db import migrate, scratch
-from automl_db.database import enable_local_logins, resolve_url, with_database, with_user
+from automl_db.tools import migrate, scratch
+from automl_db.urls import enable_local_logins, resolve_url, with_database, with_user
 from automl_db.errors import AutomlDbError
 from tests import pgbouncer
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from automl_db.config import Settings
-from automl_db.db import Database
+from automl_db.database import Database
 from automl_db.errors import CommitOutcomeUnknown, Retryable
 from tests.cluster import Pair
 

@@ -19,9 +19,9 @@ from psycopg.rows import DictRow
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.db import Database
+from automl_db.database import Database
 from automl_db.errors import AlreadyExists
-from automl_db.paths import queries_dir, schema_files
+from automl_db.tools.paths import queries_dir, schema_files
 from tests.helpers import as_role, give_credits, make_dataset, make_job, make_snapshot, make_user, one, value
 
 Conn = psycopg.Connection[DictRow]

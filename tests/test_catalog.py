@@ -7,8 +7,8 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow
 
-from automl_db import migrate, scratch
-from automl_db.paths import migrations_dir, schema_files
+from automl_db.tools import migrate, scratch
+from automl_db.tools.paths import migrations_dir, schema_files
 from tests.catalog import snapshot
 from tests.conftest import scratch_database
 

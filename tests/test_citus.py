@@ -3,7 +3,7 @@
 import psycopg
 from psycopg.rows import DictRow
 
-from automl_db import citus
+from automl_db.tools import citus
 
 Conn = psycopg.Connection[DictRow]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from automl_db import scratch
-from automl_db.paths import PROJECT_ROOT
+from automl_db.tools import scratch
+from automl_db.tools.paths import PROJECT_ROOT
 from tests.conftest import create_database, drop_database
 from tests.helpers import dead_pid
 
@@ -91,7 +91,7 @@ def test_a_failing_template_fixture_drops_the_template(server_url: str, tmp_path
             pass
     """, conftest_source=f"""
         import pathlib
-        from automl_db import migrate
+        from automl_db.tools import migrate
 
         migrate.migrations_dir = lambda: pathlib.Path({str(broken)!r})
     """)

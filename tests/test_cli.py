@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from automl_db import migrate, scratch
+from automl_db.tools import migrate, scratch
 from automl_db.errors import MigrationFailed
-from automl_db.paths import PROJECT_ROOT, migrations_dir
+from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
 from tests.conftest import scratch_database
 
 MIGRATIONS = sorted(p.name.removesuffix(".sql") for p in migrations_dir().glob("*.sql")
@@ -31,7 +31,7 @@ def run_cli(*args: str, database_url: str | None, env: dict[str, str] | None = N
     if database_url is not None:
         environment["DATABASE_URL"] = database_url
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "automl_db.cli", *args], env=environment, text=True,
+    return subprocess.run([sys.executable, "-m", "automl_db.tools.cli", *args], env=environment, text=True,
                           stdout=stdout, stderr=subprocess.PIPE, timeout=120, check=False, cwd=PROJECT_ROOT)
 
 
@@ -112,7 +112,7 @@ def test_cli_reports_a_failed_migration_in_one_line(empty_db: str, tmp_path: Pat
     (tmp_path / "0001.broken.rollback.sql").write_text("select 1;")
     env_url = empty_db
     code = (
-        "import sys, pathlib, automl_db.migrate as m, automl_db.cli as c;"
+        "import sys, pathlib, automl_db.tools.migrate as m, automl_db.tools.cli as c;"
         f"m.migrations_dir = lambda: pathlib.Path({str(tmp_path)!r});"
         "sys.exit(c.main(['migrate']))"
     )
@@ -275,7 +275,7 @@ def test_zsh_completion() -> None:
 
 def test_demo_without_reference_data_fails_before_anyone_signs_up(db_url: str) -> None:
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"DATABASE_URL": db_url}
-    result = subprocess.run([sys.executable, "-m", "automl_db.demo"], env=environment, text=True,
+    result = subprocess.run([sys.executable, "-m", "automl_db.tools.demo"], env=environment, text=True,
                             capture_output=True, timeout=120, check=False, cwd=PROJECT_ROOT)
     assert one_line_error(result) == (
         "demo failed: ReferenceDataMissing: reference data is not loaded (no credit package 'Builder' and no"

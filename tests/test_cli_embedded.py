@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from automl_db import scratch
-from automl_db.database import with_database
+from automl_db.tools import scratch
+from automl_db.urls import with_database
 from tests.helpers import dead_pid
 from tests.test_cli import MIGRATIONS, one_line_error, run_cli, tables
 

@@ -18,7 +18,7 @@ from psycopg.rows import DictRow
 from automl_db import aqueries as aq
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.db import AsyncDatabase, Database
+from automl_db.database import AsyncDatabase, Database
 from automl_db.errors import (
     CommitOutcomeUnknown,
     DatabaseUnavailable,
@@ -214,7 +214,7 @@ def test_a_wrong_url_fails_at_once_with_the_servers_words(server_url: str, conn:
     role = f"nobody_{uuid.uuid4().hex[:8]}"
     conn.execute(f"create role {role}_nl nologin")
     try:
-        from automl_db.database import with_database, with_user
+        from automl_db.urls import with_database, with_user
         target = url.format(server=with_database(server_url, "x").rsplit("/x", 1)[0],
                             nobody=with_user(server_url, role), nologin=with_user(server_url, f"{role}_nl"))
         started = time.monotonic()

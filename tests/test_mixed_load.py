@@ -21,7 +21,7 @@ from typing import Any
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.db import Database
+from automl_db.database import Database
 from automl_db.errors import AutomlDbError, InsufficientCredits, InvalidTransition, NotFound
 from automl_db.rows import Job, JobStatus, NodeStatus, UserTier
 from automl_db.shapes import WorkflowGraph

@@ -14,7 +14,7 @@ from psycopg.rows import DictRow
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.db import Database
+from automl_db.database import Database
 from automl_db.errors import Retryable
 from tests.helpers import give_credits, make_dataset, make_user
 

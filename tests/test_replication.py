@@ -21,7 +21,7 @@ import pytest
 
 from automl_db import queries as q
 from automl_db.config import Settings, split_urls
-from automl_db.db import AsyncDatabase, Database
+from automl_db.database import AsyncDatabase, Database
 from automl_db.errors import ReadOnlyTransaction, ReplicaBehind, Retryable
 from automl_db.replicas import Position, Receipt
 from tests import failover

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psycopg
 
-from automl_db import schemadoc
-from automl_db.paths import PROJECT_ROOT
+from automl_db.tools import schemadoc
+from automl_db.tools.paths import PROJECT_ROOT
 
 ROOT = PROJECT_ROOT or Path.cwd()
 
@@ -68,7 +68,7 @@ def test_links_that_are_not_foreign_keys_are_listed_not_drawn(db_url: str) -> No
 def test_check_fails_on_a_stale_page_in_one_line(tmp_path: Path) -> None:
     stale = tmp_path / "schema.md"
     stale.write_text("# Schema reference\n\nout of date\n")
-    command = [sys.executable, "-m", "automl_db.schemadoc", "--output", str(stale)]
+    command = [sys.executable, "-m", "automl_db.tools.schemadoc", "--output", str(stale)]
     checked = subprocess.run([*command, "--check"], capture_output=True, text=True, cwd=ROOT, env=dict(os.environ),
                              timeout=180, check=False)
     assert checked.returncode == 1

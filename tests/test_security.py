@@ -10,7 +10,7 @@ from psycopg.rows import DictRow
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.db import Database
+from automl_db.database import Database
 from tests.helpers import (
     GRAPH,
     as_role,

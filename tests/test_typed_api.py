@@ -13,7 +13,7 @@ import pytest
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.db import Database
+from automl_db.database import Database
 from automl_db.errors import (
     AlreadyExists,
     Immutable,

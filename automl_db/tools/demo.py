@@ -13,8 +13,8 @@ from typing import Any
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.database import resolve_url, with_user
-from automl_db.db import Database
+from automl_db.urls import resolve_url, with_user
+from automl_db.database import Database
 from automl_db.errors import AutomlDbError, InvalidTransition
 from automl_db.rows import FileFormat, JobStatus, NodeStatus, ProblemType, UserTier
 from automl_db.shapes import WorkflowGraph

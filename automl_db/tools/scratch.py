@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from automl_db.database import connect
+from automl_db.urls import connect
 
 #: What makes scratch databases with a process id in their name (see scratch_name).
 KINDS = ("t", "tpl", "cli", "roundtrip", "schemadoc", "from_schema", "from_migrations")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent
 _BUNDLED = _PACKAGE / "_sql"
 #: The checkout root when installed in editable mode (pyproject.toml beside the package).
 PROJECT_ROOT: Path | None = _PACKAGE.parent if (_PACKAGE.parent / "pyproject.toml").is_file() else None
