@@ -44,7 +44,6 @@ from psycopg.rows import tuple_row
 from psycopg.types.datetime import TimestamptzLoader
 
 from automl_db.config import Settings
-from automl_db.urls import describe, resolve_role_url
 from automl_db.errors import (
     AutomlDbError,
     CommitOutcomeUnknown,
@@ -57,6 +56,7 @@ from automl_db.errors import (
     translate,
 )
 from automl_db.replicas import POSITION_AFTER_COMMIT, REPLAYED, Position, Receipt, Replica, candidates
+from automl_db.urls import describe, resolve_role_url
 
 T = TypeVar("T")
 AnyConnection = Connection[Any] | AsyncConnection[Any]

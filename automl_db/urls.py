@@ -5,9 +5,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from automl_db.tools import embedded
 from automl_db.config import Settings
 from automl_db.errors import DatabaseUnavailable
+from automl_db.tools import embedded
 
 #: Roles the embedded server (and the tests) let log in without a password, for local use only.
 LOCAL_LOGIN_ROLES = ("automl_app", "automl_worker", "automl_billing", "automl_readonly")

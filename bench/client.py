@@ -19,15 +19,13 @@ from psycopg.types.json import Jsonb
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.urls import with_user
 from automl_db.database import Database
+from automl_db.urls import with_user
 from bench import queue
 from bench.report import Goal, Row, Table
 from bench.rounds import Samples, interleaved
 from bench.sides import WORKER
 
-#: What the typed client's BEGIN round trip sets for the acting user; the raw loop sends it itself.
-SET_USER = "select set_config('automl.user_id', %s, true)"
 THREADS = 4
 #: How a hand-written psycopg client acts for a user: its own statement inside its transaction.
 SET_USER = "select set_config('automl.user_id', %s, true)"

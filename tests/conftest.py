@@ -23,9 +23,9 @@ import pytest
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
+from automl_db.errors import AutomlDbError
 from automl_db.tools import migrate, scratch
 from automl_db.urls import enable_local_logins, resolve_url, with_database, with_user
-from automl_db.errors import AutomlDbError
 from tests import pgbouncer
 
 _clone_numbers = itertools.count()

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from automl_db.tools import migrate, scratch
 from automl_db.errors import MigrationFailed
+from automl_db.tools import migrate, scratch
 from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
 from tests.conftest import scratch_database
 

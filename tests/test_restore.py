@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from automl_db.tools import demo, migrate, scratch
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.database import Database
+from automl_db.tools import demo, migrate, scratch
 from automl_db.tools.embedded import binary
 from tests.catalog import snapshot
 from tests.conftest import scratch_database

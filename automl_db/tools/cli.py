@@ -19,8 +19,10 @@ import psycopg
 from psycopg import sql
 
 from automl_db import __version__
-from automl_db.tools import completion, embedded, migrate, scratch
 from automl_db.config import Settings
+from automl_db.errors import AutomlDbError
+from automl_db.tools import completion, embedded, migrate, scratch
+from automl_db.tools.paths import migrations_dir, queries_dir
 from automl_db.urls import (
     LOCAL_LOGIN_ROLES,
     connect,
@@ -30,8 +32,6 @@ from automl_db.urls import (
     with_database,
     with_user,
 )
-from automl_db.errors import AutomlDbError
-from automl_db.tools.paths import migrations_dir, queries_dir
 
 PROG = "automl-db"
 #: Databases reset never drops: the server's own, which other databases are made from.

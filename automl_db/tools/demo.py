@@ -13,11 +13,11 @@ from typing import Any
 
 from automl_db import queries as q
 from automl_db.config import Settings
-from automl_db.urls import resolve_url, with_user
 from automl_db.database import Database
 from automl_db.errors import AutomlDbError, InvalidTransition
 from automl_db.rows import FileFormat, JobStatus, NodeStatus, ProblemType, UserTier
 from automl_db.shapes import WorkflowGraph
+from automl_db.urls import resolve_url, with_user
 
 GRAPH = WorkflowGraph.model_validate({
     "nodes": [{"id": "data", "type": "dataset"}, {"id": "clean", "type": "preprocess"},

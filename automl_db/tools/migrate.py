@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from yoyo import get_backend, read_migrations
 
-from automl_db.urls import connect, yoyo_url
 from automl_db.errors import MigrationFailed
 from automl_db.tools.paths import migrations_dir
+from automl_db.urls import connect, yoyo_url
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from automl_db.tools import migrate, scratch
-from automl_db.urls import connect, resolve_url, with_database
 from automl_db.errors import AutomlDbError
+from automl_db.tools import migrate, scratch
 from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
+from automl_db.urls import connect, resolve_url, with_database
 
 DEFAULT_OUTPUT = (PROJECT_ROOT or Path.cwd()) / "docs" / "schema.md"
 #: The schema's roles, in the order the page lists their privileges.
@@ -408,7 +408,9 @@ def generate(url: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="automl_db.tools.schemadoc", description="Write docs/schema.md from the catalog.")
+    parser = argparse.ArgumentParser(
+        prog="automl_db.tools.schemadoc", description="Write docs/schema.md from the catalog."
+    )
     parser.add_argument("--check", action="store_true", help="fail if the file is stale instead of writing it")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the page goes (docs/schema.md)")
     args = parser.parse_args(argv)
