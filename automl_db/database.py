@@ -123,6 +123,10 @@ def _begin(settings: Settings, user_id: UUID | None, read_only: bool = False, re
     if settings.statement_timeout_ms:
         statement += sql.SQL(", set_config('statement_timeout', {}, true)").format(
             sql.Literal(str(settings.statement_timeout_ms)))
+    if read_only:
+        # For the session, until the reset that ends the block: a COMMIT inside a read-only block
+        # leaves autocommit statements that are read-only too, rather than writes on a primary.
+        statement += sql.SQL(", set_config('default_transaction_read_only', 'on', false)")
     if replayed:
         statement += sql.SQL(", ") + sql.SQL(REPLAYED)
     return statement.as_bytes(None)
@@ -394,8 +398,12 @@ class Database:
                                              replayed=after is not None)
                 if after is None or replayed is None:
                     return conn, replica.pool
-                replayed = self._catch_up(conn, replica.pool, user_id, after, replayed, deadline)
-                if replayed >= after:
+                try:
+                    replayed = self._catch_up(conn, user_id, after, replayed, deadline)
+                except BaseException:  # lost, or interrupted while it waited: the pool resets or drops it
+                    replica.pool.putconn(conn)
+                    raise
+                if after.reached_by(replayed):
                     return conn, replica.pool
                 self._finish(conn, commit=False, pool=replica.pool)
                 error = _behind(after, replayed, wait)
@@ -411,20 +419,19 @@ class Database:
             return conn, self.pool
         raise error
 
-    def _catch_up(self, conn: Connection[Any], pool: Pool, user_id: UUID | None, after: Position,
-                  replayed: Position, deadline: float) -> Position:
+    def _catch_up(self, conn: Connection[Any], user_id: UUID | None, after: Position, replayed: Position,
+                  deadline: float) -> Position:
         """Check the replica's replay until it reaches `after` or the deadline passes; return the last
         position seen, `conn` in a transaction begun after that check (a new one per check, so that
         even a repeatable-read snapshot follows the replay). Nothing ran in it yet: nothing to reset."""
         again = b"rollback; " + _begin(self.settings, user_id, True, replayed=True)
         for delay in _poll_delays(deadline):
-            if replayed >= after:
+            if after.reached_by(replayed):
                 break
             time.sleep(delay)
             try:
                 replayed = _position(conn.execute(again, prepare=False))
             except psycopg.Error as exc:
-                pool.putconn(conn)
                 raise translate(exc) from exc
         return replayed
 
@@ -581,8 +588,12 @@ class AsyncDatabase:
                                                    max(deadline - time.monotonic(), 0.001), replayed=after is not None)
                 if after is None or replayed is None:
                     return conn, replica.pool
-                replayed = await self._catch_up(conn, replica.pool, user_id, after, replayed, deadline)
-                if replayed >= after:
+                try:
+                    replayed = await self._catch_up(conn, user_id, after, replayed, deadline)
+                except BaseException:  # lost, or cancelled while it waited: the pool resets or drops it
+                    await replica.pool.putconn(conn)
+                    raise
+                if after.reached_by(replayed):
                     return conn, replica.pool
                 await self._finish(conn, commit=False, pool=replica.pool)
                 error = _behind(after, replayed, wait)
@@ -597,17 +608,16 @@ class AsyncDatabase:
             return conn, self.pool
         raise error
 
-    async def _catch_up(self, conn: AsyncConnection[Any], pool: AsyncPool, user_id: UUID | None, after: Position,
+    async def _catch_up(self, conn: AsyncConnection[Any], user_id: UUID | None, after: Position,
                         replayed: Position, deadline: float) -> Position:
         again = b"rollback; " + _begin(self.settings, user_id, True, replayed=True)
         for delay in _poll_delays(deadline):
-            if replayed >= after:
+            if after.reached_by(replayed):
                 break
             await asyncio.sleep(delay)
             try:
                 replayed = _position(await conn.execute(again, prepare=False))
             except psycopg.Error as exc:
-                await pool.putconn(conn)
                 raise translate(exc) from exc
         return replayed
 

@@ -25,34 +25,59 @@ from typing import Generic, TypeVar
 
 P = TypeVar("P")
 
-#: Sent between COMMIT and the session reset when a Receipt asks for the commit's position.
-POSITION_AFTER_COMMIT = b"select pg_current_wal_insert_lsn()::text; "
+#: Sent between COMMIT and the session reset when a Receipt asks for the commit's position: the
+#: primary's timeline (as in its WAL file names) and its WAL insert position.
+POSITION_AFTER_COMMIT = (b"select substr(pg_walfile_name(l), 1, 8) || ':' || l::text"
+                         b" from pg_current_wal_insert_lsn() l; ")
 
-#: How far a server has got: a standby's replay position, or a primary's own WAL (after a failover
-#: the replica URL may name the promoted node, whose replay position no longer moves).
-REPLAYED = ("(case when pg_is_in_recovery() then coalesce(pg_last_wal_replay_lsn(), '0/0')"
-            " else pg_current_wal_insert_lsn() end)::text")
+#: How far a server has got, on which timeline: a standby's replay position, or a primary's own WAL
+#: (after a failover the replica URL may name the promoted node, whose replay position no longer
+#: moves). A standby's timeline is the one of its last restartpoint or of its minimum recovery point,
+#: whichever is later: never one it is not on, though it may lag its replay for a while after it
+#: follows a new timeline (reads then wait for it, or run on the primary).
+REPLAYED = ("(case when pg_is_in_recovery()"
+            " then lpad(to_hex(greatest((select timeline_id from pg_control_checkpoint()),"
+            " (select min_recovery_end_timeline from pg_control_recovery()))), 8, '0')"
+            " || ':' || coalesce(pg_last_wal_replay_lsn(), '0/0')::text"
+            " else substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) || ':'"
+            " || pg_current_wal_insert_lsn()::text end)")
 
-_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
+_POSITION = re.compile(r"(?:([0-9A-Fa-f]{1,8}):)?([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Position:
-    """A point in the primary's write-ahead log. Every transaction that committed before a write
-    handed out its position lies at or before it."""
+    """A point in the primary's write-ahead log on one timeline. Every transaction that committed
+    before a write handed out its position lies at or before it. A failover starts a new timeline
+    whose WAL forks from the old one, so a position is reached only by a server on its timeline:
+    a standby left behind on the old one (it replayed past the fork and cannot follow) may hold a
+    larger LSN without holding the write. Timeline 0: unknown (a position written as a bare LSN),
+    reached by any server past its LSN."""
 
     lsn: int
+    timeline: int = 0
 
     @classmethod
     def parse(cls, text: str) -> "Position":
-        """From PostgreSQL's notation (`16/B374D848`), as `str()` writes it; ValueError otherwise."""
-        match = _LSN.fullmatch(text.strip())
+        """From `str()`'s notation (`00000002:16/B374D848`, the timeline as in WAL file names), or a
+        bare LSN in PostgreSQL's (`16/B374D848`); ValueError otherwise."""
+        match = _POSITION.fullmatch(text.strip())
         if match is None:
             raise ValueError(f"not a WAL position: {text!r}")
-        return cls(int(match.group(1), 16) << 32 | int(match.group(2), 16))
+        timeline = int(match.group(1), 16) if match.group(1) else 0
+        return cls(int(match.group(2), 16) << 32 | int(match.group(3), 16), timeline)
+
+    def reached_by(self, server: "Position") -> bool:
+        """Whether a server at `server` (its replay position and timeline) holds this position."""
+        return server.lsn >= self.lsn and (self.timeline == 0 or server.timeline == self.timeline)
+
+    @property
+    def pg_lsn(self) -> str:
+        """The LSN alone, in PostgreSQL's notation (a `pg_lsn` literal)."""
+        return f"{self.lsn >> 32:X}/{self.lsn & 0xFFFFFFFF:X}"
 
     def __str__(self) -> str:
-        return f"{self.lsn >> 32:X}/{self.lsn & 0xFFFFFFFF:X}"
+        return f"{self.timeline:08X}:{self.pg_lsn}" if self.timeline else self.pg_lsn
 
 
 @dataclass

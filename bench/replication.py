@@ -85,10 +85,11 @@ def _round(p: Pair, lag: Lag, accounts: int, seconds: int) -> None:
                     conn.execute(f"insert into credit_transactions (user_id, type, amount, description)"
                                  f" values ({prober}, 'adjustment', 1, 'probe')")
                 committed = time.perf_counter()
+                assert receipt.position is not None
                 first = True
                 while True:
                     row = standby.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn",
-                                          [str(receipt.position)]).fetchone()
+                                          [receipt.position.pg_lsn]).fetchone()
                     if row is not None and row[0]:
                         break
                     lag.stale += first

@@ -23,7 +23,7 @@ from automl_db import queries as q
 from automl_db.config import Settings, split_urls
 from automl_db.database import AsyncDatabase, Database
 from automl_db.errors import ReadOnlyTransaction, ReplicaBehind, Retryable
-from automl_db.replicas import Position, Receipt
+from automl_db.replicas import REPLAYED, Position, Receipt
 from tests import failover
 from tests.cluster import Pair, bin_dir, pair
 
@@ -94,12 +94,29 @@ def test_replica_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_position_reads_and_writes_postgresql_notation() -> None:
-    position = Position.parse("16/B374D848")
-    assert position.lsn == 0x16B374D848
-    assert str(position) == "16/B374D848"
-    assert Position.parse("0/0") < Position.parse("0/10") < Position.parse("1/0")
-    with pytest.raises(ValueError, match="not a WAL position"):
-        Position.parse("16-B374D848")
+    position = Position.parse("00000002:16/B374D848")
+    assert (position.lsn, position.timeline) == (0x16B374D848, 2)
+    assert str(position) == "00000002:16/B374D848"
+    assert Position.parse(str(position)) == position
+    bare = Position.parse("16/B374D848")  # PostgreSQL's own notation: timeline unknown
+    assert (bare.lsn, bare.timeline, str(bare)) == (0x16B374D848, 0, "16/B374D848")
+    assert position.pg_lsn == "16/B374D848"
+    for text in ("16-B374D848", "2:", "x:1/0", "123456789:1/0"):
+        with pytest.raises(ValueError, match="not a WAL position"):
+            Position.parse(text)
+
+
+def test_a_position_is_reached_only_on_its_own_timeline() -> None:
+    after = Position.parse("00000002:0/5000")
+    assert after.reached_by(Position.parse("00000002:0/5000"))
+    assert after.reached_by(Position.parse("00000002:1/0"))
+    assert not after.reached_by(Position.parse("00000002:0/4FFF"))
+    # further along in LSN, but on the timeline the failover left behind, or on a later one whose
+    # fork point is not known here: not reached
+    assert not after.reached_by(Position.parse("00000001:9/0"))
+    assert not after.reached_by(Position.parse("00000003:9/0"))
+    # a bare LSN names no timeline: any server past it
+    assert Position.parse("0/5000").reached_by(Position.parse("00000007:0/5000"))
 
 
 def test_reads_run_on_the_standby_and_writes_on_the_primary(cluster: Pair) -> None:
@@ -174,7 +191,8 @@ def test_read_your_writes_waits_for_the_replay_then_falls_back(cluster: Pair) ->
         assert waited >= impatient.replica_wait_timeout  # it waited its whole bound first
         assert isinstance(behind.value, Retryable)
         assert behind.value.position == receipt.position
-        assert behind.value.replayed < receipt.position
+        assert not receipt.position.reached_by(behind.value.replayed)
+        assert behind.value.replayed.lsn < receipt.position.lsn
         with db.read(after=receipt.position) as conn:  # allowed to fall back: the primary answers
             assert where(conn) == (primary, False)
             assert last_entry(conn, user) == entry[0]
@@ -329,3 +347,56 @@ def test_failover_loses_no_acknowledged_entry_with_synchronous_replication() -> 
     assert result.writes_after < 60  # measured about 1 s: psycopg_pool's first reconnect backoff
     assert result.lost == []
     assert result.broken == []
+
+
+def test_a_standby_left_on_the_old_timeline_serves_no_read_that_asked_for_a_position() -> None:
+    """After a failover, a second standby that had replayed the old primary's WAL past the point the
+    promoted node forked from cannot follow the new timeline, yet reports a larger replay LSN than
+    the new primary's next commits: it must not count as caught up with them."""
+    from tests.cluster import Node, _free_port, _run
+
+    settings = Settings(pool_min_size=1, pool_max_size=2, pool_timeout=10, replica_wait_timeout=1)
+    with pair() as p:
+        stale = Node("automl_standby2", p.workdir / "standby2", _free_port())
+        _run("pg_basebackup", "--pgdata", str(stale.data_dir), "--write-recovery-conf", "--checkpoint=fast",
+             "--wal-method=stream", "--create-slot", "--slot=standby2",
+             "--dbname", f"host=127.0.0.1 port={p.primary.port} user=postgres", cwd=p.workdir)
+        stale.start()
+        try:
+            p.catch_up()
+            with psycopg.connect(p.standby.url(), autocommit=True) as c:  # the node to be promoted lags
+                c.execute("alter system set primary_conninfo = ''")
+                c.execute("select pg_reload_conf()")
+                while c.execute("select count(*) from pg_stat_wal_receiver").fetchone() != (0,):
+                    time.sleep(0.1)
+            with psycopg.connect(p.primary.url(), autocommit=True) as c:  # the other standby gets ahead
+                for i in range(2):
+                    c.execute("insert into users (email) values (%s)", [f"old{i}-{uuid.uuid4().hex[:6]}@example.com"])
+                    c.execute("select pg_switch_wal()")
+                c.execute("insert into users (email) values ('lost-in-failover@example.com')")
+                target = c.execute("select pg_current_wal_insert_lsn()::text").fetchone()
+            with psycopg.connect(stale.url(), autocommit=True) as c:
+                while c.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", target).fetchone() != (True,):
+                    time.sleep(0.05)
+            p.primary.kill()
+            p.standby.promote()
+            with Database(p.standby.url(), settings=settings, replicas=[stale.url()]) as db:
+                receipt = Receipt()
+                with db.transaction(receipt=receipt) as conn:
+                    conn.execute("insert into users (email) values ('mine@example.com')")
+                assert receipt.position is not None
+                assert receipt.position.timeline == 2
+                with db.read() as conn:  # the stale standby is up, and ahead in LSN
+                    assert conn.execute("select pg_is_in_recovery()").fetchone() == (True,)
+                    ahead = Position.parse(conn.execute(f"select {REPLAYED}").fetchone()[0])  # type: ignore[index]
+                    assert ahead.lsn > receipt.position.lsn
+                    assert ahead.timeline == 1
+                with pytest.raises(ReplicaBehind), db.read(after=receipt.position, fallback=False):
+                    pass
+                with db.read(after=receipt.position) as conn:  # falls back to the promoted primary
+                    assert conn.execute(
+                        "select pg_is_in_recovery(), count(*) filter (where email = 'mine@example.com'),"
+                        " count(*) filter (where email = 'lost-in-failover@example.com') from users").fetchone() \
+                        == (False, 1, 0)
+        finally:
+            stale.stop()

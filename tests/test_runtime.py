@@ -13,7 +13,8 @@ from automl_db import aqueries as aq
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.database import AsyncDatabase, Database
-from automl_db.errors import AlreadyExists, PoolTimeout, Retryable
+from automl_db.errors import AlreadyExists, PoolTimeout, ReadOnlyTransaction, Retryable
+from automl_db.replicas import Position
 from automl_db.rows import UserTier
 from automl_db.tools import codegen, embedded
 
@@ -173,3 +174,43 @@ def test_codegen_reads_types_and_nullability_from_the_catalog(db_url: str) -> No
     assert loaded["create_workflow"].param_types["definition"] == "JsonParam"
     assert loaded["submit_job"].param_types["credit_cost"] == "Int4"
 
+
+
+@pytest.mark.parametrize("replica", [True, False], ids=["replica", "primary"])
+def test_a_read_block_never_commits_a_write(db_url: str, replica: bool) -> None:
+    """Pooled connections are autocommit: a COMMIT inside a read block ends its read-only
+    transaction, and what follows must still be read-only, on a replica URL naming a writable
+    server (the promoted node after a failover) as on the primary."""
+    email = f"escape-{uuid.uuid4().hex[:8]}@example.com"
+    settings = Settings(pool_min_size=1, pool_max_size=2)
+    with Database(db_url, settings=settings, replicas=[db_url] if replica else []) as db:
+        with pytest.raises(ReadOnlyTransaction), db.read() as conn:  # noqa: PT012 - the block escapes its transaction
+            conn.execute("commit")
+            conn.execute("insert into users (email) values (%s)", [email])
+        with db.transaction() as conn:  # the guard ended with the block
+            assert conn.execute("select count(*) from users where email = %s", [email]).fetchone() == (0,)
+            assert conn.execute("show default_transaction_read_only").fetchone() == ("off",)
+
+
+def test_a_cancelled_read_waiting_for_replay_gives_its_connection_back(db_url: str) -> None:
+    settings = Settings(pool_min_size=1, pool_max_size=2, pool_timeout=2, replica_wait_timeout=3)
+    unreachable = Position(1 << 60)  # a position the "replica" (the same server) will not reach in time
+
+    async def scenario() -> tuple[int, float]:
+        async with await AsyncDatabase.connect(db_url, settings=settings, replicas=[db_url]) as db:
+            async def read() -> None:
+                async with db.read(after=unreachable) as conn:
+                    await conn.execute("select 1")
+
+            for _ in range(3):  # more than the replica's pool holds
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(read(), 0.2)
+            started = asyncio.get_running_loop().time()
+            async with db.read() as conn:
+                await conn.execute("select 1")
+            return db.replicas[0].pool.get_stats().get("pool_available", 0), \
+                asyncio.get_running_loop().time() - started
+
+    available, took = asyncio.run(scenario())
+    assert took < 1.0  # not replica_wait_timeout: the replica's pool had its connections back
+    assert available >= 1
