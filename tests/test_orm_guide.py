@@ -1,9 +1,11 @@
 """docs/orm-guide.md, checked: a service using SQLAlchemy models declared as the guide says, against
 the real schema, as automl_app (row-level security on), automl_billing and the owner."""
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from tests.helpers import GRAPH
+from tests.helpers import GRAPH, Conn
 from tests.orm_models import (
     CreditTransaction,
     Dataset,
@@ -319,3 +321,23 @@ def test_a_worker_claims_across_users_and_finishes_acting_for_the_owner(app: Eng
         job.status = "cancelled"
         session.flush()
         assert ledger(session, user_id)[-1] == (3, "refund", 30, 50)
+
+
+def test_every_rule_the_guide_names_exists(conn: Conn) -> None:
+    """The guide's table names the triggers, constraints and functions behind each rule: each must
+    be in the catalog (or be a constraint name a function raises), so a renamed rule fails here."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "orm-guide.md").read_text()
+    table = text.split("## What the database does itself", 1)[1].split("\n## ", 1)[0]
+    named = {name for row in table.splitlines() if row.startswith("| **")
+             for name in re.findall(r"`([a-z][a-z0-9_]*)`", row.rsplit("|", 2)[1])}
+    assert len(named) > 30  # the table was found and read
+    ours = "(select oid from pg_namespace where nspname not like 'pg\\_%' and nspname <> 'information_schema')"
+    known = {r["name"] for r in conn.execute(
+        "select tgname as name from pg_trigger where not tgisinternal"
+        " union select conname from pg_constraint"
+        f" union select relname from pg_class where relnamespace in {ours}"
+        f" union select proname from pg_proc where pronamespace in {ours}")}
+    raised = set()
+    for r in conn.execute(f"select prosrc from pg_proc where pronamespace in {ours}"):
+        raised |= set(re.findall(r"constraint\s*=\s*'([a-z0-9_]+)'", r["prosrc"]))
+    assert sorted(named - known - raised) == []
