@@ -1827,11 +1827,11 @@ async def store_profile(
 
 SUBMIT_JOB = r"""
 with job as (
-    insert into jobs (user_id, workflow_snapshot_id, status, credit_cost, priority, idempotency_key)
+    insert into jobs as j (user_id, workflow_snapshot_id, status, credit_cost, priority, idempotency_key)
     values (%(user_id)s, %(workflow_snapshot_id)s, 'queued', %(credit_cost)s, coalesce(%(priority)s::integer, 0),
             %(idempotency_key)s)
-    on conflict (user_id, idempotency_key) where idempotency_key is not null do nothing
-    returning *
+    on conflict (user_id, idempotency_key) where idempotency_key is not null do update set status = j.status
+    returning j.*, j.xmax = 0 as inserted
 ), nodes as (
     insert into job_nodes (job_id, user_id, node_id, node_type)
     select job.id, job.user_id, node ->> 'id',
@@ -1840,11 +1840,10 @@ with job as (
       from job
       join workflow_snapshots s on s.id = job.workflow_snapshot_id and s.user_id = job.user_id
      cross join lateral jsonb_array_elements(s.snapshot_data -> 'nodes') as node
+     where job.inserted
 )
-select * from job
-union all
-select * from jobs
- where user_id = %(user_id)s and idempotency_key = %(idempotency_key)s and not exists (select from job)
+select id, user_id, workflow_snapshot_id, status, credit_cost, priority, celery_task_id, results, error_message, error_traceback, idempotency_key, attempt, max_attempts, worker_id, heartbeat_at, queued_at, created_at, started_at, completed_at, updated_at
+  from job
 """
 
 
@@ -1858,7 +1857,7 @@ async def submit_job(
     priority: Int4 | None = None,
     idempotency_key: Text | None = None,
 ) -> Job | None:
-    """Queue a job for a snapshot and charge its cost, atomically, with one pending node row per graph node; a repeated idempotency_key returns the first job (charged once)."""
+    """Queue a job for a snapshot and charge its cost, atomically, with one pending node row per graph node; a repeated idempotency_key returns the first job (charged once), waiting for it if it is not committed yet. A retry locks and returns the first job, committed (DO NOTHING would return nothing while the first is in flight: this statement's snapshot predates it). xmax = 0: a row this statement inserted, not the first job it locked."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(

@@ -275,6 +275,12 @@ begin
                                  job.credit_cost, -new.amount),
                 constraint = 'credit_transactions_job_policy';
         end if;
+        if new.type = 'consumption' and job.status = 'pending' then
+            -- A charge while pending writes the job row: a transaction whose snapshot predates the
+            -- charge then cannot cancel (unrefunded) or reprice the job; REPEATABLE READ and
+            -- SERIALIZABLE fail with 40001, READ COMMITTED waits and re-reads.
+            update jobs set updated_at = now() where id = job.id;
+        end if;
         if new.type = 'refund' and new.amount > 0 then
             select -c.amount into consumed from credit_transactions c  -- this owner's charge of the job
              where c.job_id = new.job_id and c.type = 'consumption' and c.user_id = new.user_id;

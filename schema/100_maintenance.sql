@@ -108,14 +108,14 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
      where coalesce(jl.refunded, 0) > coalesce(jl.consumed, 0)
         or (u.purged_at is null and (j.id is null or j.user_id <> jl.user_id))
     union all
-    -- Jobs are charged by the policy: credit_cost once when queued, refunded once if failed or cancelled.
+    -- Jobs are charged by the policy: credit_cost once when queued (or while pending, by the owner's
+    -- service), refunded once if failed or cancelled.
     select 'jobs credits follow policy', j.id::text,
            format('status %s, credit_cost %s, charged %s, refunded %s', j.status, j.credit_cost,
                   coalesce(jl.consumed, 0), coalesce(jl.refunded, 0))
       from jobs j
       left join job_ledger jl on jl.job_id = j.id and jl.user_id = j.user_id
      where (jl.consumed is not null and jl.consumed <> j.credit_cost)
-        or (j.status = 'pending' and jl.consumed is not null)
         or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and jl.consumed is null)
         or (j.status in ('queued', 'running', 'completed') and jl.refunded is not null)
         or (j.status in ('failed', 'cancelled') and coalesce(jl.consumed, 0) <> coalesce(jl.refunded, 0))

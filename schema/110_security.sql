@@ -108,9 +108,12 @@ $$;
 -- Workers take jobs from every user's queue: automl_worker reads and updates any job (claim,
 -- heartbeat, finish). It has no DELETE, and inserts stay under the tenant policy.
 create policy jobs_worker_read on jobs for select to automl_worker using (true);
-create policy jobs_worker_update on jobs for update to automl_worker using (true) with check (true);
+create policy jobs_worker_update on jobs for update to automl_worker
+    using (status in ('queued', 'running')) with check (true);
 comment on policy jobs_worker_read on jobs is 'automl_worker sees every job: the queue spans users.';
-comment on policy jobs_worker_update on jobs is 'automl_worker claims and finishes any user''s job.';
+comment on policy jobs_worker_update on jobs is
+    'automl_worker claims, heartbeats and finishes any user''s queued or running job; a pending job '
+    'is its owner''s alone (its price may still change).';
 
 alter table users enable row level security;
 alter table users force row level security;

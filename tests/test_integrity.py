@@ -46,7 +46,7 @@ DRIFT = [
     ("update users set storage_used_bytes = 1 where id = %(a)s", "users counters and storage"),
     ("update dataset_versions set version_number = 40 where id = %(version)s", "dataset_versions numbering"),
     ("update jobs set status = 'completed' where id = %(job)s", "jobs timestamps match status"),
-    ("update jobs set status = 'pending' where id = %(job)s", "jobs credits follow policy"),
+    ("update jobs set status = 'cancelled' where id = %(job)s", "jobs credits follow policy"),
     ("update jobs set credit_cost = 3 where id = %(job)s", "jobs credits follow policy"),
     ("update job_nodes set status = 'success' where job_id = %(job)s", "job_nodes timestamps match status"),
     ("update models set user_id = %(b)s where id = %(model)s", "owner links"),

@@ -1,6 +1,8 @@
 """Jobs as a state machine and a queue; their credits; their nodes; the snapshots they run."""
 
 import json
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -8,7 +10,8 @@ import pytest
 from psycopg.rows import DictRow
 
 from automl_db import queries as q
-from tests.helpers import assert_refused, give_credits, make_job, make_snapshot, make_user, one, value
+from tests.helpers import GRAPH as HELPER_GRAPH
+from tests.helpers import as_role, assert_refused, give_credits, make_job, make_snapshot, make_user, one, value
 
 Conn = psycopg.Connection[DictRow]
 
@@ -252,3 +255,102 @@ def test_snapshots_are_immutable(conn: Conn) -> None:
                    sqlstate="23503", constraint="jobs_snapshot_fkey")
     unused = make_snapshot(conn, user)
     conn.execute("delete from workflow_snapshots where id = %s", [unused])  # no job: may go
+
+
+# ---- Who moves a job (review of 0006, fixed by 0007) ----
+
+def _ledger(conn: Conn, user: Any) -> list[tuple[str, int]]:
+    return [(r["type"], r["amount"]) for r in conn.execute(
+        "select type::text, amount from credit_transactions where user_id = %s order by entry_number", [user])]
+
+
+def _charged_while_pending(conn: Conn, app_url: str) -> tuple[Any, Any]:
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    return user, make_job(conn, user, cost=10)
+
+
+def _post_charge(app_url: str, user: Any, job: Any) -> None:
+    """The seed-style service charges its pending job itself (accepted since 0006)."""
+    with as_role(app_url, user) as app:
+        app.execute("insert into credit_transactions (user_id, type, amount, job_id)"
+                    " values (%s, 'consumption', -10, %s)", [user, job])
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+@pytest.mark.parametrize("change", ["set status = 'cancelled'", "set credit_cost = 1"])
+def test_a_snapshot_older_than_a_pending_charge_cannot_cancel_or_reprice_the_job(
+        conn: Conn, app_url: str, db_url: str, isolation: str, change: str) -> None:
+    """The charge writes the job row, so a transaction whose snapshot predates it (and which reads no
+    ledger entry through that snapshot) fails instead of cancelling unrefunded or repricing."""
+    user, job = _charged_while_pending(conn, app_url)
+    stale = psycopg.connect(db_url)  # an owner/DBA session: row-level security does not filter it
+    stale.execute(f"set transaction isolation level {isolation}")
+    stale.execute("select 1")  # the snapshot is taken now, before the charge
+    _post_charge(app_url, user, job)
+    with pytest.raises(psycopg.errors.SerializationFailure):
+        stale.execute(f"update jobs {change} where id = %s", [job])
+    stale.close()
+    assert one(conn, "select status::text, credit_cost from jobs where id = %s", [job]) == \
+        {"status": "pending", "credit_cost": 10}
+    assert _ledger(conn, user) == [("adjustment", 100), ("consumption", -10)]
+
+
+def test_a_worker_touches_only_queued_and_running_jobs_of_other_users(conn: Conn, app_url: str,
+                                                                     worker_url: str) -> None:
+    """A pending job's price may still change: only its owner may reprice, queue or cancel it."""
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    job = make_job(conn, user, cost=10)
+    with as_role(worker_url) as worker:
+        for change in ("set credit_cost = 95", "set status = 'queued'", "set status = 'cancelled'"):
+            assert worker.execute(f"update jobs {change} where id = %s", [job]).rowcount == 0
+    assert one(conn, "select status::text, credit_cost from jobs where id = %s", [job]) == \
+        {"status": "pending", "credit_cost": 10}
+    assert _ledger(conn, user) == [("adjustment", 100)]
+    with as_role(worker_url, user) as worker:  # acting for the owner, it may (as the owner may)
+        assert worker.execute("update jobs set status = 'queued' where id = %s", [job]).rowcount == 1
+    assert _ledger(conn, user) == [("adjustment", 100), ("consumption", -10)]
+
+
+def test_a_concurrent_retry_of_a_submission_returns_the_first_job(conn: Conn, app_url: str) -> None:
+    """The retry waits for the first submission to commit, then returns that job: not None, not a
+    second job, one set of nodes, one charge."""
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    snapshot = make_snapshot(conn, user)
+    first, retry = psycopg.connect(app_url), psycopg.connect(app_url)
+    for c in (first, retry):
+        c.execute("select set_config('automl.user_id', %s, false)", [str(user)])
+        c.commit()
+    got: dict[str, Any] = {}
+    submitted = threading.Event()
+
+    def submit_then_hold() -> None:
+        got["first"] = q.submit_job(first, user_id=user, workflow_snapshot_id=snapshot, credit_cost=10,
+                                    idempotency_key="k")
+        submitted.set()
+        time.sleep(0.5)  # the retry is waiting on the unique index meanwhile
+        first.commit()
+
+    def submit_again() -> None:
+        submitted.wait()
+        got["retry"] = q.submit_job(retry, user_id=user, workflow_snapshot_id=snapshot, credit_cost=10,
+                                    idempotency_key="k")
+        retry.commit()
+
+    threads = [threading.Thread(target=submit_then_hold), threading.Thread(target=submit_again)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first.close()
+    retry.close()
+    assert got["first"] is not None
+    assert got["retry"] is not None
+    assert got["retry"].id == got["first"].id
+    assert got["retry"].model_dump(exclude={"updated_at"}) == got["first"].model_dump(exclude={"updated_at"})
+    assert value(conn, "select count(*) from jobs where user_id = %s", [user]) == 1
+    nodes = value(conn, "select count(*) from job_nodes where job_id = %s", [got["first"].id])
+    assert nodes == len(HELPER_GRAPH["nodes"])
+    assert _ledger(conn, user) == [("adjustment", 100), ("consumption", -10)]
