@@ -67,9 +67,10 @@ AnyConnection = Connection[Any] | AsyncConnection[Any]
 #: an error there is never mistaken for a refused commit. After a ROLLBACK, since an aborted
 #: transaction runs nothing else. The select says whether SQL-level prepared statements were left
 #: (psycopg's own are protocol-level): then a DEALLOCATE ALL follows, which psycopg notices and
-#: clears its cache for.
+#: clears its cache for. (The function behind the pg_prepared_statements view: the view's rewrite
+#: costs as much again as the call, on every transaction.)
 RESET = (b"reset session authorization; reset all; reset role; close all; unlisten *;"
-         b" select exists (select from pg_prepared_statements where from_sql)")
+         b" select exists (select from pg_catalog.pg_prepared_statement() where from_sql)")
 COMMIT, ROLLBACK = RESET + b"; commit", b"rollback; " + RESET
 
 

@@ -1,6 +1,89 @@
--- 0007 rollback: the posting function, check_integrity() and the worker's update policy as in 0006.
+-- 0007 rollback: the transition and posting functions, check_integrity() and the worker's update policy as in 0006.
 set local lock_timeout = '5s';
 set local statement_timeout = '5min';
+
+create or replace function jobs_check_transition() returns trigger
+language plpgsql
+set search_path = pg_catalog, public, pg_temp as $$
+begin
+    if tg_op = 'INSERT' then
+        if new.status not in ('pending', 'queued') then
+            raise exception 'a job starts as pending or queued, not %', new.status
+                using errcode = 'AM003', constraint = 'jobs_status_transition';
+        end if;
+        new.created_at := now();
+        new.queued_at := case when new.status = 'queued' then now() end;
+        new.started_at := null;
+        new.completed_at := null;
+        new.attempt := 0;
+        new.worker_id := null;
+        new.heartbeat_at := null;
+        if not jsonb_is_object(coalesce(new.results, '{}')) then
+            raise check_violation using message = 'a job''s results are a JSON object',
+                constraint = 'jobs_results_shape';
+        end if;
+        return new;
+    end if;
+    if new.results is distinct from old.results and not jsonb_is_object(coalesce(new.results, '{}')) then
+        raise check_violation using message = 'a job''s results are a JSON object', constraint = 'jobs_results_shape';
+    end if;
+
+    if new.workflow_snapshot_id <> old.workflow_snapshot_id or new.max_attempts <> old.max_attempts
+       or (new.credit_cost <> old.credit_cost
+           and (old.status <> 'pending'
+                or exists (select from credit_transactions c where c.job_id = old.id and c.type = 'consumption'))) then
+        raise exception 'job %: snapshot, attempts allowed, and credit_cost once charged or queued, cannot change',
+            old.id using errcode = 'AM004', constraint = 'jobs_terms_immutable';
+    end if;
+
+    new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
+    new.created_at := old.created_at;
+    new.attempt := old.attempt;
+    if new.status = old.status then
+        new.queued_at := old.queued_at;
+        new.started_at := old.started_at;
+        new.completed_at := old.completed_at;
+        new.worker_id := old.worker_id;
+        return new;
+    end if;
+
+    if not ((old.status = 'pending' and new.status in ('queued', 'cancelled'))
+            or (old.status = 'queued' and new.status in ('running', 'cancelled'))
+            or (old.status = 'running' and new.status in ('completed', 'failed', 'cancelled'))
+            or (old.status = 'running' and new.status = 'queued' and old.attempt < old.max_attempts)) then
+        raise exception 'job % cannot move from % to %', old.id, old.status, new.status
+            using errcode = 'AM003', constraint = 'jobs_status_transition';
+    end if;
+
+    -- now() is when this transaction began, which may precede a concurrent transaction's stamp
+    -- on the same job (a rescuer's requeue, say): each stamp is at least the one before it.
+    case new.status
+        when 'queued' then
+            new.queued_at := greatest(now(), old.created_at);
+            new.started_at := null;
+            new.completed_at := null;
+            new.worker_id := null;
+            new.heartbeat_at := null;
+        when 'running' then
+            new.queued_at := old.queued_at;
+            new.started_at := greatest(now(), old.queued_at, old.created_at);
+            new.completed_at := null;
+            new.heartbeat_at := now();
+            new.attempt := old.attempt + 1;  -- a claim; queued jobs always have an attempt left
+        else
+            new.queued_at := old.queued_at;
+            new.started_at := old.started_at;
+            new.completed_at := greatest(now(), old.started_at, old.queued_at, old.created_at);
+            new.worker_id := old.worker_id;
+    end case;
+    return new;
+end;
+$$;
+
+comment on function jobs_check_transition() is
+    'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot, attempts allowed '
+    'and the charged or queued price (AM004), checks the shape of results (jobs_results_shape), stamps '
+    'created_at / queued_at / started_at / completed_at and updated_at, and keeps attempt and worker_id.';
 
 create or replace function credit_transactions_post() returns trigger
 language plpgsql
@@ -102,6 +185,12 @@ begin
                                  job.credit_cost, -new.amount),
                 constraint = 'credit_transactions_job_policy';
         end if;
+        if new.type = 'consumption' and job.status = 'pending' then
+            -- A charge while pending writes the job row: a transaction whose snapshot predates the
+            -- charge then cannot cancel (unrefunded) or reprice the job; REPEATABLE READ and
+            -- SERIALIZABLE fail with 40001, READ COMMITTED waits and re-reads.
+            update jobs set updated_at = now() where id = job.id;
+        end if;
         if new.type = 'refund' and new.amount > 0 then
             select -c.amount into consumed from credit_transactions c  -- this owner's charge of the job
              where c.job_id = new.job_id and c.type = 'consumption' and c.user_id = new.user_id;
@@ -199,14 +288,14 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
      where coalesce(jl.refunded, 0) > coalesce(jl.consumed, 0)
         or (u.purged_at is null and (j.id is null or j.user_id <> jl.user_id))
     union all
-    -- Jobs are charged by the policy: credit_cost once when queued, refunded once if failed or cancelled.
+    -- Jobs are charged by the policy: credit_cost once when queued (or while pending, by the owner's
+    -- service), refunded once if failed or cancelled.
     select 'jobs credits follow policy', j.id::text,
            format('status %s, credit_cost %s, charged %s, refunded %s', j.status, j.credit_cost,
                   coalesce(jl.consumed, 0), coalesce(jl.refunded, 0))
       from jobs j
       left join job_ledger jl on jl.job_id = j.id and jl.user_id = j.user_id
      where (jl.consumed is not null and jl.consumed <> j.credit_cost)
-        or (j.status = 'pending' and jl.consumed is not null)
         or (j.status in ('queued', 'running', 'completed') and j.credit_cost > 0 and jl.consumed is null)
         or (j.status in ('queued', 'running', 'completed') and jl.refunded is not null)
         or (j.status in ('failed', 'cancelled') and coalesce(jl.consumed, 0) <> coalesce(jl.refunded, 0))
@@ -287,5 +376,8 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
 $$;
 
 drop policy jobs_worker_update on jobs;
-create policy jobs_worker_update on jobs for update to automl_worker using (true) with check (true);
-comment on policy jobs_worker_update on jobs is 'automl_worker claims and finishes any user''s job.';
+create policy jobs_worker_update on jobs for update to automl_worker
+    using (status in ('queued', 'running')) with check (true);
+comment on policy jobs_worker_update on jobs is
+    'automl_worker claims, heartbeats and finishes any user''s queued or running job; a pending job '
+    'is its owner''s alone (its price may still change).';

@@ -179,6 +179,9 @@ begin
         end if;
         return new;
     end if;
+    if new is not distinct from old then
+        return new;  -- nothing changes (a retried submission locking the first job): no stamp either
+    end if;
     if new.results is distinct from old.results and not jsonb_is_object(coalesce(new.results, '{}')) then
         raise check_violation using message = 'a job''s results are a JSON object', constraint = 'jobs_results_shape';
     end if;
@@ -237,7 +240,8 @@ $$;
 comment on function jobs_check_transition() is
     'BEFORE INSERT/UPDATE on jobs: enforces the status machine (AM003), freezes snapshot, attempts allowed '
     'and the charged or queued price (AM004), checks the shape of results (jobs_results_shape), stamps '
-    'created_at / queued_at / started_at / completed_at and updated_at, and keeps attempt and worker_id.';
+    'created_at / queued_at / started_at / completed_at and updated_at (unless the update changes nothing), '
+    'and keeps attempt and worker_id.';
 
 -- Credit policy: a job is charged credit_cost when it enters the queue for the first time
 -- (insert as queued, or pending -> queued), unless its owner's service already posted that

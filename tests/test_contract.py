@@ -366,7 +366,7 @@ def test_a_resubmitted_key_returns_the_first_job(conn: Conn, app: Database) -> N
     with app.transaction(user_id=user) as c:
         again = q.submit_job(c, user_id=user, workflow_snapshot_id=snapshot, credit_cost=10, idempotency_key="k")
     assert first is not None
-    assert again == first
+    assert again == first  # updated_at included: locking the first job for the retry changes nothing
     assert one(conn, "select credit_balance from users where id = %s", [user]) == {"credit_balance": 90}
     assert value(conn, "select count(*) from job_nodes where job_id = %s", [first.id]) == len(
         value(conn, "select snapshot_data -> 'nodes' from workflow_snapshots where id = %s", [snapshot]))
