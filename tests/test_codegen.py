@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pglast
 import psycopg
 import pytest
 
 from automl_db.errors import MigrationFailed
 from automl_db.tools import codegen
+from automl_db.tools.nullability import Analyzer, Columns
 
 UNREACHABLE = "postgresql://automl@127.0.0.1:1/nowhere?connect_timeout=2"
 
@@ -145,6 +147,37 @@ select name from workflows union all select null;
     loaded = load(db_url, tmp_path)
     assert nullable(loaded["via_cte"]) == {"id": False, "name": False, "description": True}
     assert nullable(loaded["union_with_null"]) == {"name": True}
+
+
+# The analyzer alone, on a catalog of two tables: a (id not null, note null), b (id, a_id not null)
+
+RELATIONS: dict[tuple[str, str], Columns] = {("public", "a"): [("id", False), ("note", True)],
+                                             ("public", "b"): [("id", False), ("a_id", False)]}
+ANALYZED = [
+    ("select a.id, a.note, b.id from a left join b on b.a_id = a.id", [False, True, True]),
+    ("select id from a join b using (id)", [False]),
+    ("select id from a left join b using (id)", [None]),  # the merged column: a's, or b's when a has none
+    ("select * from a cross join b", [False, True, False, False]),
+    ("select s.* from (select id, null::int as n from a) s", [False, True]),
+    ("select t.n from (select note as n from a) as t", [True]),
+    ("select x.* from unknown_function() x", None),
+    ("select x from unknown_function() x", [None]),
+    ("with recursive r as (select 1 as n union all select n + 1 from r) select n from r", [None]),
+    ("with c (renamed) as (select id from a) select renamed from c", [False]),
+    ("select $1::int, $2::int", [False, True]),  # $2 is optional
+    ("select 1 = any ($1::int[])", [None]),
+    ("select greatest(a.note, 'x'), nullif(a.id::text, 'x') from a", [False, True]),
+    ("update a set note = 'x' where id = $1 returning *", [False, True]),
+    ("delete from b using a where a.id = b.a_id returning a.note, b.id", [True, False]),
+    ("select a.id from a full join b on true", [True]),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), ANALYZED, ids=[q for q, _ in ANALYZED])
+def test_the_analyzer_reads_nullability_from_the_parse_tree(query: str, expected: list[bool | None] | None) -> None:
+    analyzer = Analyzer(RELATIONS, ("public",), {}, optional={2})
+    columns = analyzer.columns(pglast.parse_sql(query)[0].stmt)
+    assert (None if columns is None else [null for _, null in columns]) == expected
 
 
 # Refusals, each one line naming the file, the line and the query

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 
 from automl_db import aqueries as aq
-from automl_db.tools import codegen, embedded
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.database import AsyncDatabase, Database
 from automl_db.errors import AlreadyExists, PoolTimeout, Retryable
 from automl_db.rows import UserTier
+from automl_db.tools import codegen, embedded
 
 SMALL = Settings(pool_min_size=1, pool_max_size=1, pool_timeout=1)
 

@@ -67,7 +67,7 @@ class Analyzer:
     functions: dict[str, tuple[bool | None, str]]
     optional: set[int] = field(default_factory=set)
 
-    def columns(self, stmt: ast.Node) -> Columns | None:
+    def columns(self, stmt: ast.Node | None) -> Columns | None:
         """The result columns of a statement (name, nullable), or None when their list is unknown."""
         return self._outputs(stmt, {})
 
@@ -175,6 +175,10 @@ class Analyzer:
         if len(names) == 1:
             having = [r for r in scope if r.columns is not None and any(n == names[0] for n, _ in r.columns)]
             unknown = [r for r in scope if r.columns is None]
+            if len(having) > 1 and not unknown:  # a column JOIN ... USING merged: told when its sources agree
+                answers = {self._column(ast.ColumnRef(fields=(ast.String(r.alias), ast.String(names[0]))), [r])
+                           for r in having}
+                return answers.pop() if len(answers) == 1 else None
             if len(having) == 1 and not unknown:
                 relation = having[0]
             elif not having and len(unknown) == 1:
