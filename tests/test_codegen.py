@@ -202,6 +202,13 @@ def test_an_override_naming_no_result_column_is_refused(db_url: str, tmp_path: P
     assert refusal(db_url, tmp_path) == f"{path}:2: get: override names no result column: emial"
 
 
+def test_a_result_column_name_used_twice_is_refused(db_url: str, tmp_path: Path) -> None:
+    path = write(tmp_path, "jobs.sql", "-- name: pairs()\n-- Jobs and users.\n"
+                                       "select j.id, u.id from jobs j join users u on u.id = j.user_id;\n")
+    assert refusal(db_url, tmp_path) == (
+        f'{path}:1: pairs: result column "id" appears more than once; give each its own name (as ...)')
+
+
 def test_a_query_postgresql_refuses_is_reported_at_the_line_of_the_error(db_url: str, tmp_path: Path) -> None:
     path = write(tmp_path, "users.sql", "-- name: get(id)^\n-- One user.\nselect id,\n       emial\n"
                                         "  from users\n where id = :id;\n")

@@ -10,17 +10,19 @@ be NULL (automl_db.tools.nullability): a table column keeps its NOT NULL unless 
 nullable side of a LEFT, RIGHT or FULL join; literals, casts, coalesce, count(), CASE, operators...
 follow PostgreSQL's rules. A column it cannot decide (a function's result, say) needs an override.
 
-Overrides, the one mechanism: lines of the query's comment block, under its one-line description:
+Overrides, the one mechanism: lines of the query's comment block, under its one-line description
+(an override wins over the inference):
 
     -- optional: description, target_column     parameters that may be None (default None)
-    -- nullable: current_version_number          result columns that may be NULL whatever the inference says
-    -- not-null: position                        result columns that are never NULL (the query ensures it)
+    -- nullable: model_name                      result columns that may be NULL whatever the inference says
+    -- not-null: score, step_count               result columns that are never NULL (the query ensures it,
+                                                 e.g. with a WHERE the inference does not read)
 
 Refused, each as one line `queries/x.sql:LINE: query_name: reason` on stderr and exit status 1: SQL
 PostgreSQL's parser or the database refuses (the line of the error), a query name used twice (in one
 file or across files: both places), a query without a description, a result column whose nullability
-cannot be told and has no override, an override naming no result column or parameter. An unreachable
-database or a migration that fails is one line too.
+cannot be told and has no override, a result column name used twice, an override naming no result
+column or parameter. An unreachable database or a migration that fails is one line too.
 
 Outputs (committed, checked for staleness in CI), each with a "do not edit" header:
     automl_db/rows.py              a StrEnum per PostgreSQL enum, a Pydantic model per table and per
@@ -353,6 +355,9 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query) -> N
         raise query.error(f"override names no result column: {', '.join(sorted(unknown))}")
     if both := nullable & not_null:
         raise query.error(f"{', '.join(sorted(both))} is marked both nullable and not-null")
+    reading = query.operation in (SQLOperationType.SELECT, SQLOperationType.SELECT_ONE)
+    if reading and (twice := sorted({n for n in names if names.count(n) > 1})):
+        raise query.error(f'result column "{twice[0]}" appears more than once; give each its own name (as ...)')
     inferred = infer(catalog, query, len(names))
     for i, name in enumerate(names):
         table_oid, attnum = described.ftable(i), described.ftablecol(i)
