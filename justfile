@@ -14,7 +14,7 @@ up *args:
 demo: up
     python -m automl_db.tools.demo
 
-# Regenerate automl_db/rows.py, queries.py, aqueries.py from queries/ (--check: fail if stale)
+# Regenerate automl_db/rows.py, queries/*.py (one module per queries/*.sql), aqueries.py (--check: fail if stale)
 codegen *args:
     python -m automl_db.tools.codegen {{ args }}
 

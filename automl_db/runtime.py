@@ -6,6 +6,11 @@ timezone-aware datetimes only, enums as enum members, text that is valid UTF-8 w
 that is JSON (no Decimal, set, NaN, number beyond a double's range...) no deeper than
 MAX_JSON_DEPTH and no longer than MAX_JSON_BYTES, the bounds the database keeps too (domain
 bounded_jsonb). A refusal is InvalidInput naming the parameter, and nothing was sent.
+
+Every generated function runs its statement through one of the helpers below (fetch_one, fetch_all,
+fetch_value, execute, run_script, and their _async twins): they alone fetch and validate rows, and
+turn failures into the typed errors of automl_db.errors (a server error by `translate`, a value the
+code cannot represent as DataUnreadable).
 """
 
 import functools
@@ -14,15 +19,28 @@ import json
 import math
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, ParamSpec, TypeVar, cast
+from typing import Annotated, Any, LiteralString, ParamSpec, TypeVar, cast
 
-from psycopg.rows import scalar_row
+import psycopg
+from psycopg import AsyncConnection, Connection
+from psycopg.rows import dict_row, scalar_row
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, validate_call
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    validate_call,
+)
 
-from automl_db.errors import DataUnreadable, InvalidInput
+from automl_db.errors import DataUnreadable, InvalidInput, translate
 
-__all__ = ["Int2", "Int4", "Int8", "JsonParam", "Label", "Row", "Text", "checked", "scalar_row", "unreadable"]
+__all__ = ["Int2", "Int4", "Int8", "JsonParam", "Label", "Row", "Text", "checked", "execute", "execute_async",
+           "fetch_all", "fetch_all_async", "fetch_one", "fetch_one_async", "fetch_value", "fetch_value_async",
+           "run_script", "run_script_async", "scalar_row", "unreadable"]
 
 #: No value in a JSON argument may sit more than this many arrays or objects below the top.
 MAX_JSON_DEPTH = 32
@@ -34,6 +52,11 @@ _MAX_JSON_INT = int(MAX_JSON_NUMBER)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
+#: The parameters of a statement, by name (None: it has none). The generated functions pass their
+#: locals(): their arguments, and conn, which no placeholder names (psycopg reads only the keys the
+#: statement's %(name)s placeholders name).
+Params = dict[str, Any] | None
 
 
 class Row(BaseModel):
@@ -179,3 +202,124 @@ def checked(function: Callable[P, R]) -> Callable[P, R]:
         return function(*args, **kwargs)
 
     return cast(Callable[P, R], checked_sync)
+
+
+# Running the statements: every generated function calls one of these.
+
+
+@functools.cache
+def _list_of(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    """A list is validated in one call: cheaper than one model_validate per row."""
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def fetch_one(conn: Connection[Any], query: LiteralString, params: Params, model: type[M], name: str) -> M | None:
+    """The first row of the result as a model, or None when there is none."""
+    try:
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(query, params)
+        row = cur.fetchone()
+        return None if row is None else model.model_validate(row)
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+def fetch_all(conn: Connection[Any], query: LiteralString, params: Params, model: type[M], name: str) -> list[M]:
+    """Every row of the result as models."""
+    try:
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(query, params)
+        return cast(list[M], _list_of(model).validate_python(cur.fetchall()))
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+def fetch_value(conn: Connection[Any], query: LiteralString, params: Params, name: str) -> Any | None:
+    """The first column of the first row, or None when there is no row."""
+    try:
+        cur = conn.cursor(row_factory=scalar_row)
+        cur.execute(query, params)
+        return cur.fetchone()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+def execute(conn: Connection[Any], query: LiteralString, params: Params, name: str) -> int:
+    """Run a statement; the number of rows it touched."""
+    try:
+        return conn.execute(query, params).rowcount
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+def run_script(conn: Connection[Any], query: LiteralString) -> None:
+    """Run a script of one or more statements without parameters."""
+    try:
+        conn.execute(query)
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+async def fetch_one_async(conn: AsyncConnection[Any], query: LiteralString, params: Params, model: type[M],
+                          name: str) -> M | None:
+    """fetch_one on an async connection."""
+    try:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(query, params)
+        row = await cur.fetchone()
+        return None if row is None else model.model_validate(row)
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+async def fetch_all_async(conn: AsyncConnection[Any], query: LiteralString, params: Params, model: type[M],
+                          name: str) -> list[M]:
+    """fetch_all on an async connection."""
+    try:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(query, params)
+        return cast(list[M], _list_of(model).validate_python(await cur.fetchall()))
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+async def fetch_value_async(conn: AsyncConnection[Any], query: LiteralString, params: Params, name: str) -> Any | None:
+    """fetch_value on an async connection."""
+    try:
+        cur = conn.cursor(row_factory=scalar_row)
+        await cur.execute(query, params)
+        return await cur.fetchone()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+async def execute_async(conn: AsyncConnection[Any], query: LiteralString, params: Params, name: str) -> int:
+    """execute on an async connection."""
+    try:
+        return (await conn.execute(query, params)).rowcount
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    except (ValueError, RecursionError) as exc:
+        raise unreadable(name, exc) from exc
+
+
+async def run_script_async(conn: AsyncConnection[Any], query: LiteralString) -> None:
+    """run_script on an async connection."""
+    try:
+        await conn.execute(query)
+    except psycopg.Error as exc:
+        raise translate(exc) from exc

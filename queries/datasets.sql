@@ -10,7 +10,6 @@ returning *;
 
 -- name: list_datasets(user_id)
 -- A user's datasets newest first, each with its current version's state.
--- nullable: current_version_number, current_version_status
 select d.id, d.name, d.description, d.problem_type, d.target_column, d.current_version_id,
        v.version_number as current_version_number, v.status as current_version_status,
        v.row_count as current_row_count, v.column_count as current_column_count,

@@ -22,8 +22,6 @@ returning *;
 
 -- name: leaderboard(user_id, experiment_id)
 -- The experiment's runs ranked by its primary metric (best first; runs without it last).
--- not-null: position
--- nullable: model_name
 select rank() over (order by case when e.metric_goal = 'maximize' then (r.metrics ->> e.primary_metric)::float8
                                   end desc nulls last,
                              case when e.metric_goal = 'minimize' then (r.metrics ->> e.primary_metric)::float8

@@ -158,7 +158,7 @@ def test_codegen_reports_a_query_that_does_not_prepare(tmp_path: Path, db_url: s
         catalog = codegen.read_catalog(conn)
         with pytest.raises(codegen.CodegenError) as caught:
             codegen.load_queries(conn, catalog, source=tmp_path)
-    assert str(caught.value) == 'query broken does not prepare: relation "no_such_table" does not exist'
+    assert str(caught.value) == f'{tmp_path / "broken.sql"}:3: broken: relation "no_such_table" does not exist'
 
 
 def test_codegen_reads_types_and_nullability_from_the_catalog(db_url: str) -> None:
@@ -167,7 +167,7 @@ def test_codegen_reads_types_and_nullability_from_the_catalog(db_url: str) -> No
         loaded = {query.name: query for query in codegen.load_queries(conn, catalog)}
     listing = {c.name: c for c in loaded["list_datasets"].columns}
     assert (listing["name"].annotation, listing["name"].nullable) == ("str", False)
-    assert listing["current_version_number"].nullable  # outer join: declared nullable in the SQL
+    assert listing["current_version_number"].nullable  # the nullable side of a left join
     assert (listing["problem_type"].annotation, listing["problem_type"].nullable) == ("ProblemType", True)
     assert loaded["list_jobs"].optional == {"before_created_at", "before_id"}
     assert loaded["list_jobs"].param_types["before_created_at"] == "AwareDatetime"
