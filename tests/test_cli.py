@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from automl_db.tools import migrate, scratch
+from automl_db.tools import migrate
 from automl_db.errors import MigrationFailed
 from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
 from tests.conftest import scratch_database
@@ -46,7 +46,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], status: int = 1) ->
 
 @pytest.fixture
 def empty_db(server_url: str) -> Iterator[str]:
-    with scratch_database(server_url, scratch.scratch_name("cli")) as url:
+    with scratch_database(server_url, "cli") as url:
         yield url
 
 
