@@ -204,6 +204,39 @@ def test_identical_trees_make_no_difference_and_a_changed_one_does(server_url: s
     assert "RETURN (n * 3)" in apart.statements[0].sql
 
 
+def test_the_draft_is_tried_on_a_copy_and_says_what_it_leaves_undone(server_url: str, tmp_path: Path) -> None:
+    schema, migrations = tmp_path / "schema", tmp_path / "migrations"
+    schema.mkdir()
+    migrations.mkdir()
+    (migrations / "0001.all.sql").write_text(
+        "create type color as enum ('red', 'green', 'blue');\n"
+        "create table things (id integer primary key);\ninsert into things values (1);\n")
+    (migrations / "0001.all.rollback.sql").write_text("drop table things;\ndrop type color;\n")
+    # a label gone: not drafted, and the check says what still differs
+    (schema / "000_all.sql").write_text("create type color as enum ('red', 'blue');\n"
+                                        "create table things (id integer primary key);\n")
+    undone = schemadiff.diff(server_url, schema=schema, migrations=migrations)
+    assert [s.sql.split(":")[0] for s in undone.statements] == ["-- not drafted"]
+    assert undone.remaining == ["-- types, only in schema/: color | e | red,blue |",
+                                "-- types, only in migrations/: color | e | red,green,blue |"]
+    assert "-- Not done by this draft (applied to a copy of the migrations' database, these still differ):\n" in (
+        undone.text())
+    # a NOT NULL column the existing row cannot have: the draft fails, and says so
+    (schema / "000_all.sql").write_text("create type color as enum ('red', 'green', 'blue');\n"
+                                        "create table things (id integer primary key, label text not null);\n")
+    failing = schemadiff.diff(server_url, schema=schema, migrations=migrations)
+    assert [s.sql for s in failing.statements] == ["alter table things add column label text not null;"]
+    assert failing.remaining == ['-- the draft fails to apply: NotNullViolation: column "label" of relation "things"'
+                                 ' contains null values']
+    # one that works says so
+    (schema / "000_all.sql").write_text("create type color as enum ('red', 'green', 'blue');\n"
+                                        "create table things (id integer primary key, label text);\n")
+    working = schemadiff.diff(server_url, schema=schema, migrations=migrations)
+    assert working.remaining == []
+    assert working.text().endswith(
+        "\n-- Checked: applied to a copy of the migrations' database, this draft leaves no difference.\n")
+
+
 # -- the commands, as an operator runs them -------------------------------------------------------
 
 

@@ -112,6 +112,9 @@ class Catalog:
     policies: dict[tuple[str, str], Defined] = field(default_factory=dict)
     functions: dict[str, Function] = field(default_factory=dict)
     types: dict[str, Type] = field(default_factory=dict)
+    #: The server's default privileges of a new table ('r'), function ('f') and type ('T'):
+    #: (grantee, privilege) with grantee 'owner' or 'public' (they differ between versions).
+    defaults: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
 def _acl(expression: str) -> str:
@@ -218,6 +221,12 @@ TYPES = f"""
        and not exists (select from pg_class c where c.reltype = t.oid)"""
 
 
+DEFAULTS = """
+    select k, array_agg(case x.grantee when 0 then 'public' else 'owner' end || '|' || x.privilege_type)
+      from unnest(array['r', 'f', 'T']) k, aclexplode(acldefault(k::"char", 10)) x
+     group by k"""
+
+
 def read(url: str) -> Catalog:
     """The project's objects in the database at url, their names as SQL writes them (quoted as needed)."""
     found = Catalog()
@@ -226,6 +235,8 @@ def read(url: str) -> Catalog:
         # Names of the project's schema read unqualified, as the migrations write them.
         conn.execute(sql.SQL("select set_config('search_path', {}, true)").format(
             sql.Literal(sql.Identifier(PROJECT_SCHEMA).as_string(conn))))
+        for kind, entries in _rows(conn, DEFAULTS):
+            found.defaults[kind] = frozenset(tuple(entry.split("|", 1)) for entry in entries)
         for row in _rows(conn, TABLES):
             found.tables[row[0]] = Table(row[1], row[2], row[3], row[4], row[5], row[6], row[7], _parse_acl(row[8]))
         for row in _rows(conn, COLUMNS):
@@ -350,7 +361,7 @@ def _tables(draft: _Draft, old: Catalog, new: Catalog) -> None:
                 unlogged = "unlogged " if table.persistence == "u" else ""
                 draft.add(CREATE, key, subject, f"create {unlogged}table {name} (\n{body}\n);")
             before = Table(0, table.kind, table.persistence, "", False, False, None,
-                           _default_acl(table.owner, "r"), {c: _bare(col) for c, col in table.columns.items()})
+                           _default_acl(new, table.owner, "r"), {c: _bare(col) for c, col in table.columns.items()})
             draft.add(DECORATE, key, subject, f"alter table {name} owner to {table.owner};")
         else:
             _columns(draft, name, key, before, table)
@@ -382,13 +393,10 @@ def _bare(column: Column) -> Column:
                   column.collation, None, frozenset())
 
 
-def _default_acl(owner: str, kind: str) -> Acl:
-    privileges = {"r": ("INSERT", "SELECT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"),
-                  "f": ("EXECUTE",), "T": ("USAGE",)}[kind]
-    acl = {(owner, p, False) for p in privileges}
-    if kind in ("f", "T"):
-        acl |= {("public", p, False) for p in privileges}
-    return frozenset(acl)
+def _default_acl(found: Catalog, owner: str, kind: str) -> Acl:
+    """The privileges a new object of this kind has before any GRANT or REVOKE."""
+    return frozenset((owner if grantee == "owner" else grantee, privilege, False)
+                     for grantee, privilege in found.defaults.get(kind, frozenset()))
 
 
 def _columns(draft: _Draft, table: str, key: int, before: Table, after: Table) -> None:
@@ -490,7 +498,7 @@ def _functions(draft: _Draft, old: Catalog, new: Catalog) -> None:
                           f" CREATE OR REPLACE cannot do that\ndrop {words[was.kind]} {was.signature};")
             draft.add(CREATE, function.oid, subject, function.definition.rstrip() + ";")
         base = was or Function(0, function.kind, function.signature, None, "", function.owner, None,
-                               _default_acl(function.owner, "f"))
+                               _default_acl(new, function.owner, "f"))
         if base.owner != function.owner:
             draft.add(DECORATE, function.oid, subject,
                       f"alter {words[function.kind]} {function.signature} owner to {function.owner};")
@@ -525,7 +533,8 @@ def _types(draft: _Draft, old: Catalog, new: Catalog) -> None:
             draft.add(CREATE, key, subject, f"create type {name} as ({attributes});")
         elif was.attributes != kind.attributes:
             draft.add(CREATE, key, subject, f"-- not drafted: {subject} changes its attributes: write it by hand")
-        base = was or Type(0, kind.kind, (), "", None, False, (), (), kind.owner, None, _default_acl(kind.owner, "T"))
+        base = was or Type(0, kind.kind, (), "", None, False, (), (), kind.owner, None,
+                           _default_acl(new, kind.owner, "T"))
         word = "domain" if kind.kind == "d" else "type"
         if base.owner != kind.owner:
             draft.add(DECORATE, key, subject, f"alter {word} {name} owner to {kind.owner};")
@@ -620,14 +629,20 @@ class Difference:
     statements: list[Statement]
     #: The parity test's own view of what differs, by part (empty exactly when the catalogs agree).
     parity: dict[str, list[str]]
+    #: After applying the draft to a copy of the migrations' database: what still differs, as
+    #: comment lines (empty: nothing), or None when the draft was not tried.
+    remaining: list[str] | None = None
 
     @property
     def identical(self) -> bool:
         return not self.statements and not self.parity
 
     def notes(self) -> list[str]:
-        """The parity differences worth showing beside the draft: those of parts it does not cover,
-        and all of them when it has no statement at all (something it does not read differs)."""
+        """What the draft leaves undone: what still differed after applying it when it was tried;
+        otherwise the parity differences of parts it does not cover, and all of them when it has
+        no statement at all (something it does not read differs)."""
+        if self.remaining is not None:
+            return self.remaining
         shown = self.parity if not self.statements else {
             part: lines for part, lines in self.parity.items() if part in NOT_DRAFTED}
         return [line for lines in shown.values() for line in lines]
@@ -636,13 +651,20 @@ class Difference:
         head = ["-- DRAFT (automl-db diff): from the catalog migrations/ builds to the one schema/ builds.",
                 "-- Review every statement before it goes into a migration (automl-db migration new NAME)."]
         notes = self.notes()
-        tail = ["", "-- Not drafted; the parity test sees these differ:", *notes] if notes else []
+        if notes:
+            tail = ["", "-- Not done by this draft (applied to a copy of the migrations' database, these still"
+                    " differ):" if self.remaining is not None else "-- Not drafted; the parity test sees these differ:",
+                    *notes]
+        elif self.remaining is not None:
+            tail = ["", "-- Checked: applied to a copy of the migrations' database, this draft leaves no difference."]
+        else:
+            tail = []
         return "\n".join([*head, "", *[s.sql for s in self.statements], *tail]) + "\n"
 
     def as_json(self) -> dict[str, Any]:
         return {"identical": self.identical,
                 "statements": [{"subject": s.subject, "sql": s.sql} for s in self.statements],
-                "not_drafted": self.notes(), "sql": self.text()}
+                "checked": self.remaining is not None, "not_done": self.notes(), "sql": self.text()}
 
 
 @contextmanager
@@ -663,6 +685,28 @@ def compare(current_url: str, target_url: str) -> Difference:
                       leftovers(catalog.snapshot(current_url), catalog.snapshot(target_url)))
 
 
-def diff(server_url: str, *, schema: Path | None = None, migrations: Path | None = None) -> Difference:
+def check(server_url: str, current: str, target_url: str, difference: Difference) -> list[str]:
+    """Apply the draft to a copy of the database named current (in one transaction): what still
+    differs from target afterwards, as comment lines; the error when the draft fails to apply."""
+    with scratch.database("diff", suffix="check", server_url=server_url, template=current) as copy:
+        try:
+            with connect(copy) as conn:
+                conn.execute(difference.text().encode())
+        except psycopg.Error as exc:
+            message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+            return [f"-- the draft fails to apply: {type(exc).__name__}: {message}"]
+        after = compare(copy, target_url)
+    return ([line for lines in after.parity.values() for line in lines]
+            + [f"-- still drafted afterwards: {s.sql.splitlines()[0]}" for s in after.statements
+               if not s.sql.startswith("-- not drafted")])
+
+
+def diff(server_url: str, *, schema: Path | None = None, migrations: Path | None = None,
+         verify: bool = True) -> Difference:
+    """Build both, compare them and, unless verify is False, try the draft on a copy."""
     with built(server_url, schema=schema, migrations=migrations) as (current, target):
-        return compare(current, target)
+        difference = compare(current, target)
+        if difference.identical or not verify:
+            return difference
+        remaining = check(server_url, scratch.scratch_name("from_migrations", "diff"), target, difference)
+        return Difference(difference.statements, difference.parity, remaining)
