@@ -21,13 +21,12 @@ from pathlib import Path
 
 import psycopg
 
-from automl_db.tools import migrate
-from automl_db.urls import enable_local_logins, resolve_url, with_database
+from automl_db.tools import migrate, scratch
+from automl_db.urls import enable_local_logins
 from bench import client, ledger, queue, replication, report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-DATABASE = "automl_bench"
 
 
 @dataclass(frozen=True)
@@ -42,14 +41,10 @@ FULL = Sizes(accounts=1000, history=1000, finished=1_000_000, depth=200_000)
 QUICK = Sizes(accounts=1000, history=10, finished=10_000, depth=50_000)
 
 
-def fresh_database(server_url: str, name: str) -> str:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
-        conn.execute(f'create database "{name}"')
-    url = with_database(server_url, name)
+def prepare(url: str) -> None:
+    """Migrations on the fresh database, and logins for the runtime roles."""
     migrate.apply(url)
     enable_local_logins(url)  # the queue and the worker loop log in as automl_worker, as workers do
-    return url
 
 
 def _commit() -> str:
@@ -75,11 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["ledger", "queue", "api", "replication"],
                         help="run one benchmark, print, write nothing")
     args = parser.parse_args(args_given)
+
+    # A scratch database of this process (automl_bench_<pid>), dropped at the end: runs on one
+    # server never collide, and a killed run's is dropped by the next test run or `automl-db reset`.
+    with scratch.database("bench") as url:
+        prepare(url)
+        return _run(args, args_given, url)
+
+
+def _run(args: argparse.Namespace, args_given: list[str], url: str) -> int:
     seconds = args.seconds or (1 if args.quick else 5)
     rounds = args.rounds or (1 if args.quick else 5)
     sizes = QUICK if args.quick else FULL
-
-    url = fresh_database(resolve_url(), DATABASE)
     with psycopg.connect(url) as conn:
         version = conn.execute("show server_version").fetchone()
     # Everything but --only, to name the command that reruns one table with the same settings.

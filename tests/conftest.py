@@ -20,12 +20,11 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
 from automl_db.errors import AutomlDbError
 from automl_db.tools import migrate, scratch
-from automl_db.urls import enable_local_logins, resolve_url, with_database, with_user
+from automl_db.urls import enable_local_logins, resolve_url, with_user
 from tests import pgbouncer
 
 _clone_numbers = itertools.count()
@@ -39,23 +38,21 @@ def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(url, autocommit=True)
 
 
+def _after_copy(url: str) -> None:
+    """Database-level privileges are not copied from a template: grant them again."""
+    with _admin(url) as conn:
+        conn.execute("select apply_database_privileges()")
+
+
 def create_database(server_url: str, name: str, template: str | None = None) -> str:
-    with _admin(server_url) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        query = sql.SQL("create database {}").format(sql.Identifier(name))
-        if template:
-            query += sql.SQL(" template {}").format(sql.Identifier(template))
-        conn.execute(query)
-    url = with_database(server_url, name)
-    if template:  # database-level privileges are not copied from a template
-        with _admin(url) as conn:
-            conn.execute("select apply_database_privileges()")
+    url = scratch.create(server_url, name, template=template)
+    if template:
+        _after_copy(url)
     return url
 
 
 def drop_database(server_url: str, name: str) -> None:
-    with _admin(server_url) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    scratch.drop(server_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -73,28 +70,29 @@ def server_url() -> str:
 
 
 @contextmanager
-def scratch_database(server_url: str, name: str, template: str | None = None) -> Iterator[str]:
-    """A database that is dropped on the way out, however the way out is taken: also when creating
-    it or the code using it fails or is interrupted."""
-    try:
-        yield create_database(server_url, name, template=template)
-    finally:
-        drop_database(server_url, name)
+def scratch_database(server_url: str, kind: str, suffix: str | int | None = None,
+                     template: str | None = None) -> Iterator[str]:
+    """A scratch database of this process (automl_db.tools.scratch.database), dropped on the way
+    out, however the way out is taken: also when creating it or the code using it fails or is
+    interrupted. A copy of a template gets its database-level privileges again."""
+    with scratch.database(kind, suffix=suffix, server_url=server_url, template=template) as url:
+        if template:
+            _after_copy(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
 def template_name(server_url: str) -> Iterator[str]:
-    name = scratch.scratch_name("tpl")
-    with scratch_database(server_url, name) as url:
+    with scratch_database(server_url, "tpl") as url:
         migrate.apply(url)
         enable_local_logins(server_url)
-        yield name
+        yield scratch.scratch_name("tpl")
 
 
 @pytest.fixture
 def db_url(server_url: str, template_name: str, request: pytest.FixtureRequest) -> Iterator[str]:
     broken: list[tuple[object, ...]] = []
-    with scratch_database(server_url, scratch.scratch_name("t", next(_clone_numbers)), template_name) as url:
+    with scratch_database(server_url, "t", next(_clone_numbers), template_name) as url:
         yield url
         if request.node.get_closest_marker("drift") is None:
             with psycopg.connect(url) as conn:

@@ -7,7 +7,8 @@ import psycopg
 import pytest
 from psycopg.rows import DictRow
 
-from automl_db.tools import migrate, scratch
+from automl_db.tools import migrate
+from automl_db.tools.catalog import build_from_migrations, build_from_schema
 from automl_db.tools.paths import migrations_dir, schema_files
 from tests.catalog import snapshot
 from tests.conftest import scratch_database
@@ -63,17 +64,15 @@ ID_DRAWN_BY_TRIGGER = {"credit_transactions"}
 @pytest.fixture(scope="module")
 def from_schema(server_url: str) -> Iterator[str]:
     """A database built by running every schema/ file in lexical path order, nothing else."""
-    with scratch_database(server_url, scratch.scratch_name("from_schema")) as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            for path in schema_files():
-                conn.execute(path.read_text())
+    with scratch_database(server_url, "from_schema") as url:
+        build_from_schema(url)
         yield url
 
 
 @pytest.fixture(scope="module")
 def from_migrations(server_url: str) -> Iterator[str]:
-    with scratch_database(server_url, scratch.scratch_name("from_migrations")) as url:
-        migrate.apply(url)
+    with scratch_database(server_url, "from_migrations") as url:
+        build_from_migrations(url)
         yield url
 
 
@@ -87,7 +86,7 @@ def test_schema_and_migrations_build_the_same_catalog(from_schema: str, from_mig
 
 
 def test_rollback_all_then_apply_again(server_url: str) -> None:
-    with scratch_database(server_url, scratch.scratch_name("roundtrip")) as url:
+    with scratch_database(server_url, "roundtrip") as url:
         migrate.apply(url)
         first = snapshot(url)
         rolled = migrate.rollback_all(url)

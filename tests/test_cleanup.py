@@ -134,3 +134,51 @@ def test_scratch_names(name: str, pid: int | None) -> None:
 @pytest.mark.parametrize("name", ["automl", "postgres", "automl_prod_2024", "automl_tplx", "my_automl_t_1"])
 def test_other_databases_are_not_scratch(name: str) -> None:
     assert scratch.classify(name) is None
+
+
+def test_a_tool_database_is_this_processs_and_is_dropped_however_it_ends(server_url: str) -> None:
+    """scratch.database(): what codegen, schemadoc, citus, bench and diff build their databases with."""
+    name = scratch.scratch_name("codegen")
+    with scratch.database("codegen", server_url=server_url) as url:
+        assert name in databases(server_url)
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select current_database()").fetchone() == (name,)
+        found = scratch.classify(name)
+        assert found is not None
+        assert found.pid == os.getpid()  # so `automl-db reset` keeps it while this process runs
+    assert name not in databases(server_url)
+    seen: list[bool] = []
+    try:
+        with scratch.database("bench", suffix="x", server_url=server_url):
+            seen.append(scratch.scratch_name("bench", "x") in databases(server_url))
+            raise RuntimeError("the tool failed")
+    except RuntimeError:
+        pass
+    assert seen == [True]
+    assert scratch.scratch_name("bench", "x") not in databases(server_url)
+    with pytest.raises(ValueError, match="unknown scratch kind"), scratch.database("nonsense", server_url=server_url):
+        pass
+
+
+def test_a_killed_tools_database_is_dropped_by_the_pid_rule(server_url: str) -> None:
+    """A tool run in another process, killed before it could drop its database: the next cleanup
+    drops it; one of a process still running is kept."""
+    code = ("import os, time; from automl_db.tools import scratch\n"
+            f"with scratch.database('diff', server_url={server_url!r}):\n"
+            "    print(scratch.scratch_name('diff'), flush=True); time.sleep(300)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True, stdout=subprocess.PIPE)
+    name = f"automl_diff_{child.pid}"
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == name
+        mine = [s for s in scratch.list_scratch(server_url) if s.name == name]
+        assert scratch.drop_leftovers(server_url, candidates=mine).kept == [(name, f"process {child.pid} is running")]
+        child.kill()  # no finally runs: the database stays behind
+        child.wait(timeout=30)
+        assert name in databases(server_url)
+        assert scratch.drop_leftovers(server_url, candidates=mine).dropped == [name]
+        assert name not in databases(server_url)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        drop_database(server_url, name)

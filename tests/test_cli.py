@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from automl_db.errors import MigrationFailed
-from automl_db.tools import migrate, scratch
+from automl_db.tools import migrate
 from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
 from tests.conftest import scratch_database
 
@@ -46,7 +46,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], status: int = 1) ->
 
 @pytest.fixture
 def empty_db(server_url: str) -> Iterator[str]:
-    with scratch_database(server_url, scratch.scratch_name("cli")) as url:
+    with scratch_database(server_url, "cli") as url:
         yield url
 
 
@@ -202,7 +202,7 @@ def test_reset_on_database_url_does_nothing_without_yes(empty_db: str) -> None:
     assert tables(empty_db) == {"precious"}
 
 
-@pytest.mark.parametrize("command", ["status", "up", "migrate", "url", "psql", "server", "stop", "reset"])
+@pytest.mark.parametrize("command", ["status", "up", "migrate", "url", "psql", "server", "stop", "reset", "diff"])
 def test_a_bad_setting_is_one_line_naming_the_variable(command: str) -> None:
     result = run_cli(command, database_url=None, env={"AUTOML_DB_CONNECT_TIMEOUT": "ten"})
     assert one_line_error(result) == (f"automl-db {command}: AUTOML_DB_CONNECT_TIMEOUT='ten': Input should be a"
@@ -227,11 +227,14 @@ def test_a_closed_stdout_is_no_traceback(empty_db: str) -> None:
     (("status", "--yes"), "unrecognized arguments: --yes"),
     (("url", "--role", "postgres"), "argument --role: invalid choice: 'postgres'"),
     (("completion", "fish"), "argument shell: invalid choice: 'fish'"),
+    (("migration", "old", "x"), "argument action: invalid choice: 'old'"),
+    (("migration", "new"), "the following arguments are required: name"),
+    (("diff", "--yes"), "unrecognized arguments: --yes"),
 ])
 def test_usage_errors_are_one_line(args: tuple[str, ...], says: str) -> None:
     line = one_line_error(run_cli(*args, database_url=None), status=2)
     assert says in line
-    command = f" {args[0]}" if args and args[0] in ("url", "completion") else ""
+    command = f" {args[0]}" if args and args[0] in ("url", "completion", "migration") else ""
     assert line.endswith(f"(see automl-db{command} --help)")
 
 
@@ -247,8 +250,10 @@ def test_bash_completion() -> None:
     script = run_cli("completion", "bash", database_url=None).stdout
     assert script.rstrip().endswith("complete -F _automl_db automl-db")
     assert bash_complete(script, "st") == ["status", "stop"]
-    assert bash_complete(script, "") == sorted(["up", "server", "stop", "migrate", "status", "psql", "url", "reset",
-                                                "completion", "-h", "--help", "--version"])
+    assert bash_complete(script, "") == sorted(["up", "server", "stop", "migrate", "status", "migration", "diff",
+                                                "psql", "url", "reset", "completion", "-h", "--help", "--version"])
+    assert bash_complete(script, "migration", "") == ["--help", "--json", "--migrations-dir", "-h", "new"]
+    assert bash_complete(script, "diff", "--") == ["--help", "--json", "--migrations-dir", "--schema-dir"]
     assert bash_complete(script, "url", "--role", "") == ["automl_app", "automl_billing", "automl_readonly",
                                                           "automl_worker"]
     assert bash_complete(script, "reset", "--") == ["--help", "--scratch-only", "--yes"]
@@ -259,7 +264,8 @@ def test_bash_completion() -> None:
 def test_zsh_completion() -> None:
     script = run_cli("completion", "zsh", database_url=None).stdout
     assert script.startswith("#compdef automl-db\n")
-    for command in ("up", "server", "stop", "migrate", "status", "psql", "url", "reset", "completion"):
+    for command in ("up", "server", "stop", "migrate", "status", "migration", "diff", "psql", "url", "reset",
+                    "completion"):
         assert f"\n                {command}) _arguments" in script
     assert "'--role[" in script
     assert ":value:(automl_app automl_worker automl_billing automl_readonly)" in script

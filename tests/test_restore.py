@@ -16,7 +16,7 @@ from psycopg import sql
 from automl_db import queries as q
 from automl_db.config import Settings
 from automl_db.database import Database
-from automl_db.tools import demo, migrate, scratch
+from automl_db.tools import demo, migrate
 from automl_db.tools.embedded import binary
 from tests.catalog import snapshot
 from tests.conftest import scratch_database
@@ -39,7 +39,7 @@ def demo_db(db_url: str, app_url: str, worker_url: str, billing_url: str) -> str
 
 @pytest.fixture
 def target(server_url: str) -> Iterator[str]:
-    with scratch_database(server_url, scratch.scratch_name("t", "restored")) as url:
+    with scratch_database(server_url, "t", "restored") as url:
         yield url
 
 

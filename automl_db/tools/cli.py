@@ -1,4 +1,5 @@
-"""`automl-db`: the embedded server, migrations, status, a SQL shell, URLs, reset, completion.
+"""`automl-db`: the embedded server, migrations (new ones too), status, schema/ vs migrations/ diff,
+a SQL shell, URLs, reset, completion.
 
 Every failure is one line on stderr and exit status 1 (usage errors: one line, status 2); no
 tracebacks for expected trouble: an unreachable server, a failed migration, a bad setting, a
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import aiosql
@@ -21,7 +23,7 @@ from psycopg import sql
 from automl_db import __version__
 from automl_db.config import Settings
 from automl_db.errors import AutomlDbError
-from automl_db.tools import completion, embedded, migrate, scratch
+from automl_db.tools import completion, embedded, migrate, newmigration, schemadiff, scratch
 from automl_db.tools.paths import migrations_dir, queries_dir
 from automl_db.urls import (
     LOCAL_LOGIN_ROLES,
@@ -156,6 +158,34 @@ def _reset(args: argparse.Namespace, extra: list[str]) -> None:
     print(f"dropped and recreated database {database}; applied {len(applied)} migration(s); reference data loaded")
 
 
+def _migration(args: argparse.Namespace, extra: list[str]) -> None:
+    """`migration new NAME`: the next numbered pair of migration files, from the project's template."""
+    created = newmigration.create(args.name, args.migrations_dir)
+    if args.json:
+        _print_json({"id": created.id, "depends": created.depends,
+                     "files": [str(created.forward), str(created.rollback)]})
+        return
+    print(_shown(created.forward))
+    print(_shown(created.rollback))
+
+
+def _diff(args: argparse.Namespace, extra: list[str]) -> int:
+    """Build schema/ and migrations/ into two scratch databases; print the draft SQL that takes the
+    migrations' catalog to schema/'s. Status 0 when they agree, 1 when they differ (for CI)."""
+    for option, given in (("--schema-dir", args.schema_dir), ("--migrations-dir", args.migrations_dir)):
+        if given is not None and not given.is_dir():
+            raise CommandError(f"{option} {given} is not a directory")
+    url = resolve_url(Settings.from_env())
+    difference = schemadiff.diff(url, schema=args.schema_dir, migrations=args.migrations_dir)
+    if args.json:
+        _print_json(difference.as_json())
+    elif difference.identical:
+        print("no difference: migrations/ and schema/ build the same catalog")
+    else:
+        print(difference.text(), end="")
+    return 0 if difference.identical else 1
+
+
 def _completion(args: argparse.Namespace, extra: list[str]) -> None:
     parser = build_parser()
     print(completion.bash(parser) if args.shell == "bash" else completion.zsh(parser), end="")
@@ -218,6 +248,11 @@ def _as_role(url: str, role: str) -> str:
     return with_user(url, role)
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is below it."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def _print_json(document: object) -> None:
     print(json.dumps(document, indent=2, default=str))
 
@@ -246,7 +281,8 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class Command:
-    run: Callable[[argparse.Namespace, list[str]], None]
+    #: What it does; it may return the exit status (None: 0).
+    run: Callable[[argparse.Namespace, list[str]], int | None]
     help: str
     configure: Callable[[argparse.ArgumentParser], None] | None = None
 
@@ -269,8 +305,22 @@ def _reset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true",
                         help="also act when DATABASE_URL is set (its database is dropped and rebuilt)")
     parser.add_argument("--scratch-only", action="store_true",
-                        help="only drop leftover test and tool databases (automl_t_*, automl_tpl_*, automl_from_*,"
-                             " automl_codegen, automl_bench, automl_roundtrip...)")
+                        help="only drop leftover test and tool databases (automl_<kind>_<pid>...: automl_t_*,"
+                             " automl_tpl_*, automl_codegen_*, automl_bench_*...; also the fixed names of earlier"
+                             " versions, automl_codegen, automl_bench...)")
+
+
+def _migration_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("new",), help="new: write the next numbered migration pair")
+    parser.add_argument("name", help="what it does, lower-case words and dashes (e.g. add-model-tags)")
+    parser.add_argument("--migrations-dir", type=Path, help="where to write it (default: the checkout's migrations/)")
+    _json_option(parser)
+
+
+def _diff_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schema-dir", type=Path, help="the schema files to build (default: schema/)")
+    parser.add_argument("--migrations-dir", type=Path, help="the migrations to apply (default: migrations/)")
+    _json_option(parser)
 
 
 def _completion_options(parser: argparse.ArgumentParser) -> None:
@@ -283,6 +333,10 @@ COMMANDS: dict[str, Command] = {
     "stop": Command(_stop, "stop the embedded PostgreSQL server"),
     "migrate": Command(_migrate, "apply pending migrations"),
     "status": Command(_status, "list migrations, applied and pending (read-only)", _json_option),
+    "migration": Command(_migration, "migration new NAME: write the next numbered migration and its rollback"
+                         " from the template", _migration_options),
+    "diff": Command(_diff, "build schema/ and migrations/ in scratch databases and print draft SQL from the"
+                    " migrations' catalog to schema/'s (status 1 when they differ)", _diff_options),
     "psql": Command(_psql, "open the server's own psql on the database; other arguments go to psql"
                     " (e.g. automl-db psql -c 'table tier_limits')", _psql_options),
     "url": Command(_url, "print the database's URL, for scripts and GUI tools", _role_option),
@@ -314,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     name = f"{PROG} {args.command}"
     try:
-        COMMANDS[args.command].run(args, extra)
+        status = COMMANDS[args.command].run(args, extra) or 0
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler, not at exit
     except BrokenPipeError:
         # The reader went away (`automl-db up | head`): nothing to tell it. Point stdout at
@@ -336,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"{name}: {exc.strerror or _one_line(str(exc)) or type(exc).__name__}{where}", file=sys.stderr)
         return 1
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -51,14 +51,13 @@ from aiosql.types import SQLOperationType
 from aiosql.utils import SQLLoadException, SQLParseException
 from pglast import ast
 from pglast.parser import ParseError
-from psycopg import pq, sql
+from psycopg import pq
 
 from automl_db.errors import AutomlDbError, MigrationFailed
 from automl_db.shapes import JSON_SHAPES
-from automl_db.tools import migrate
+from automl_db.tools import migrate, scratch
 from automl_db.tools.nullability import Analyzer, Columns
 from automl_db.tools.paths import queries_dir
-from automl_db.urls import resolve_url, with_database
 
 PACKAGE = Path(__file__).resolve().parents[1]
 ROOT = PACKAGE.parent
@@ -526,19 +525,10 @@ def render_aqueries(queries: list[Query]) -> str:
 
 @contextmanager
 def codegen_database() -> Iterator[psycopg.Connection[Any]]:
-    server = resolve_url()
-    name = "automl_codegen"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = with_database(server, name)
-    try:
+    with scratch.database("codegen") as url:
         migrate.apply(url)
         with psycopg.connect(url, autocommit=True) as conn:
             yield conn
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def formatted(path: Path, text: str) -> str:

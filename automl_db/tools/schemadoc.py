@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from automl_db.errors import AutomlDbError
 from automl_db.tools import migrate, scratch
 from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
-from automl_db.urls import connect, resolve_url, with_database
+from automl_db.urls import connect, resolve_url
 
 DEFAULT_OUTPUT = (PROJECT_ROOT or Path.cwd()) / "docs" / "schema.md"
 #: The schema's roles, in the order the page lists their privileges.
@@ -379,18 +378,9 @@ def _table_section(table: Table) -> list[str]:
 @contextmanager
 def migrated_database(server_url: str) -> Iterator[str]:
     """A scratch database built by the migrations, dropped afterwards."""
-    name = scratch.scratch_name("schemadoc")
-    drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-    try:
-        with connect(server_url, autocommit=True) as admin:
-            admin.execute(drop)
-            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        url = with_database(server_url, name)
+    with scratch.database("schemadoc", server_url=server_url) as url:
         migrate.apply(url)
         yield url
-    finally:
-        with connect(server_url, autocommit=True) as admin:
-            admin.execute(drop)
 
 
 def migration_ids() -> list[str]:

@@ -3,25 +3,29 @@
 A scratch database is named for what made it and for the id of the process that made it,
 ``automl_<kind>_<pid>[_<suffix>]`` (``automl_tpl_4711``, ``automl_t_4711_12``), so a later run can
 tell a leftover of a run that was killed (its process is gone) from the databases of a run still
-going on the same server (its process exists: they are kept). Some tools use one fixed name
-instead (``automl_codegen``, ``automl_bench``); those carry no process id, so only an explicit
-``automl-db reset`` drops them, and only when nobody is connected to them.
+going on the same server (its process exists: they are kept). Every tool and test makes its
+databases through ``database()`` below, so two runs on one server never collide. Earlier versions
+of the tools used fixed names (``automl_codegen``, ``automl_bench``...); those carry no process id,
+so only an explicit ``automl-db reset`` drops such leftovers, and only when nobody is connected to them.
 """
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from automl_db.urls import connect
+from automl_db.urls import connect, resolve_url, with_database
 
 #: What makes scratch databases with a process id in their name (see scratch_name).
-KINDS = ("t", "tpl", "cli", "roundtrip", "schemadoc", "from_schema", "from_migrations")
-#: Fixed names and name prefixes of scratch databases that may carry no process id.
-FIXED_NAMES = ("automl_codegen", "automl_bench", "automl_roundtrip")
+KINDS = ("t", "tpl", "cli", "roundtrip", "schemadoc", "from_schema", "from_migrations", "codegen", "bench",
+         "citus", "diff")
+#: Fixed names (of earlier versions of the tools) and name prefixes of scratch databases that may
+#: carry no process id.
+FIXED_NAMES = ("automl_codegen", "automl_bench", "automl_roundtrip", "automl_citus_blockers")
 PREFIXES = ("automl_t_", "automl_tpl_", "automl_from_")
 
 _TAGGED = re.compile(rf"^automl_(?P<kind>{'|'.join(KINDS)})_(?P<pid>[0-9]+)(?:_[a-z0-9_]+)?$")
@@ -105,3 +109,38 @@ def drop_leftovers(admin_url: str, *, include_untagged: bool = False,
                 continue
             dropped.append(scratch.name)
     return Cleanup(dropped, kept)
+
+
+# -- making and dropping them ----------------------------------------------------------------------
+
+
+def create(server_url: str, name: str, template: str | None = None) -> str:
+    """Create the database name on server_url's server (dropping a stale one of that name first:
+    names carry this process's id, so one that exists is a remnant of this process); its URL."""
+    with connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        query = sql.SQL("create database {}").format(sql.Identifier(name))
+        if template:
+            query += sql.SQL(" template {}").format(sql.Identifier(template))
+        conn.execute(query)
+    return with_database(server_url, name)
+
+
+def drop(server_url: str, name: str) -> None:
+    with connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def database(kind: str, *, suffix: str | int | None = None, server_url: str | None = None,
+             template: str | None = None) -> Iterator[str]:
+    """A scratch database named automl_<kind>_<pid>[_<suffix>] on server_url's server (default: the
+    configured one, DATABASE_URL or the embedded server), optionally a copy of template; its URL.
+    It is dropped on the way out, however the way out is taken: also when creating it, or the code
+    using it, fails or is interrupted (and a killed process's is dropped later by the pid rule)."""
+    server = server_url if server_url is not None else resolve_url()
+    name = scratch_name(kind, suffix)
+    try:
+        yield create(server, name, template=template)
+    finally:
+        drop(server, name)
