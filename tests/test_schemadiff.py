@@ -145,7 +145,8 @@ def test_draft_for_enums_domains_triggers_policies_and_drops(
             ("create policy jobs_worker_read on jobs for select to automl_worker using (true);",
              "create policy jobs_worker_read on jobs for select to automl_worker using (status <> 'cancelled');"),
             ("is\n    'automl_worker claims, heartbeats and finishes any user''s queued or running job;"
-             " a pending job '\n    'is its owner''s alone (its price may still change).';", "is 'automl_worker claims any job.';"),
+             " a pending job '\n    'is its owner''s alone (its price may still change).';",
+             "is 'automl_worker claims any job.';"),
         ],
         "090_tutorials.sql": [
             # a column gone (its comment with it), a trigger gone
