@@ -1464,15 +1464,14 @@ async def restore_workflow(conn: AsyncConnection[Any], *, user_id: UUID, id: UUI
 SCHEMA_TABLES = r"""
 select c.relname::text as table_name
   from pg_class c
- where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r'
-   and c.relname not like '\_yoyo%%' and c.relname <> 'yoyo_lock'
+ where c.relnamespace = 'automl'::regnamespace and c.relkind = 'r'
  order by c.relname
 """
 
 
 @checked
 async def schema_tables(conn: AsyncConnection[Any]) -> list[SchemaTablesRow]:
-    """Names of the schema's tables (yoyo's bookkeeping left out), for summaries."""
+    """Names of the schema's tables (the schema automl; yoyo's bookkeeping lives in public), for summaries."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(SCHEMA_TABLES, None)
@@ -1514,7 +1513,7 @@ on conflict (slug) do nothing
 
 @checked
 async def seed_reference_data(conn: AsyncConnection[Any]) -> None:
-    """Insert the standard credit packages and starter tutorials; rows that exist are left alone."""
+    """Insert the standard credit packages and starter tutorials; rows that exist are left alone (the migrations' post-apply layer, schema/post/930_reference_data.sql, already loads them)."""
     try:
         await conn.execute(SEED_REFERENCE_DATA)
     except psycopg.Error as exc:

@@ -4,12 +4,12 @@ from typing import Any
 
 import psycopg
 
+from automl_db.tools.project import NAMESPACE, SCHEMA
+
 # Each query yields rows of text that identify one catalog object completely. Nothing here depends
 # on OIDs or the order grants were made in. Columns carry their rank among live columns (not attnum,
-# which a dropped column leaves a gap in): `select *` and `\d` must read the same either way. yoyo's
-# bookkeeping tables are left out.
-NOT_YOYO = "c.relname not like '\\_yoyo%%' and c.relname <> 'yoyo_lock'"
-PUBLIC = "'public'::regnamespace"
+# which a dropped column leaves a gap in): `select *` and `\d` must read the same either way. The
+# project's objects are the schema automl (yoyo's bookkeeping lives in public).
 
 
 def acl(column: str) -> str:
@@ -23,7 +23,7 @@ CATALOG_QUERIES: dict[str, str] = {
                c.relforcerowsecurity::text,
                {acl('c.relacl')}, coalesce(obj_description(c.oid, 'pg_class'), '')
           from pg_class c
-         where c.relnamespace = {PUBLIC} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and {NOT_YOYO}""",
+         where c.relnamespace = {NAMESPACE} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')""",
     "columns": f"""
         select c.relname, a.attname,
                (select count(*) from pg_attribute o
@@ -35,34 +35,34 @@ CATALOG_QUERIES: dict[str, str] = {
           from pg_attribute a
           join pg_class c on c.oid = a.attrelid
           left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-         where c.relnamespace = {PUBLIC} and c.relkind in ('r', 'p', 'v', 'm', 'f') and {NOT_YOYO}
+         where c.relnamespace = {NAMESPACE} and c.relkind in ('r', 'p', 'v', 'm', 'f')
            and a.attnum > 0 and not a.attisdropped""",
     "constraints": f"""
         select c.relname, k.conname, k.contype::text, pg_get_constraintdef(k.oid),
                coalesce(obj_description(k.oid, 'pg_constraint'), '')
           from pg_constraint k join pg_class c on c.oid = k.conrelid
-         where c.relnamespace = {PUBLIC} and {NOT_YOYO}""",
+         where c.relnamespace = {NAMESPACE}""",
     "indexes": f"""
         select c.relname, pg_get_indexdef(i.indexrelid), coalesce(obj_description(i.indexrelid, 'pg_class'), '')
           from pg_index i join pg_class c on c.oid = i.indrelid
-         where c.relnamespace = {PUBLIC} and {NOT_YOYO}""",
+         where c.relnamespace = {NAMESPACE}""",
     "triggers": f"""
         select c.relname, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled::text,
                coalesce(obj_description(t.oid, 'pg_trigger'), '')
           from pg_trigger t join pg_class c on c.oid = t.tgrelid
-         where c.relnamespace = {PUBLIC} and not t.tgisinternal and {NOT_YOYO}""",
+         where c.relnamespace = {NAMESPACE} and not t.tgisinternal""",
     "functions": f"""
         select p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid),
                p.proowner::regrole::text,
                {acl('p.proacl')}, coalesce(obj_description(p.oid, 'pg_proc'), '')
-          from pg_proc p where p.pronamespace = {PUBLIC}""",
+          from pg_proc p where p.pronamespace = {NAMESPACE}""",
     "types": f"""
         select t.typname, t.typtype::text,
                coalesce((select string_agg(e.enumlabel, ',' order by e.enumsortorder)
                            from pg_enum e where e.enumtypid = t.oid), ''),
                coalesce(obj_description(t.oid, 'pg_type'), '')
           from pg_type t
-         where t.typnamespace = {PUBLIC} and t.typtype in ('e', 'd', 'c')
+         where t.typnamespace = {NAMESPACE} and t.typtype in ('e', 'd', 'c')
            and not exists (select from pg_class c where c.reltype = t.oid)""",
     "policies": f"""
         select c.relname, p.polname, coalesce(obj_description(p.oid, 'pg_policy'), ''), p.polcmd::text,
@@ -71,8 +71,17 @@ CATALOG_QUERIES: dict[str, str] = {
                coalesce((select string_agg(r::regrole::text, ',' order by r::regrole::text)
                            from unnest(p.polroles) r), '')
           from pg_policy p join pg_class c on c.oid = p.polrelid
-         where c.relnamespace = {PUBLIC}""",
+         where c.relnamespace = {NAMESPACE}""",
     "extensions": "select extname from pg_extension where extname <> 'plpgsql'",
+    "schemas": f"""
+        select n.nspname, n.nspowner::regrole::text, {acl('n.nspacl')},
+               coalesce(obj_description(n.oid, 'pg_namespace'), '')
+          from pg_namespace n where n.nspname in ('public', '{SCHEMA}')""",
+    # The database's own settings (its search_path): a template copy or a restore loses them.
+    "database settings": """
+        select coalesce(array_to_string(s.setconfig, ','), '')
+          from pg_db_role_setting s
+         where s.setdatabase = (select oid from pg_database where datname = current_database()) and s.setrole = 0""",
     # What the schema revokes beyond itself (large objects, advisory locks).
     "ambient rights": f"""
         select p.oid::regprocedure::text, {acl('p.proacl')}
@@ -87,6 +96,8 @@ CATALOG_QUERIES: dict[str, str] = {
 
 def snapshot(url: str) -> dict[str, set[tuple[Any, ...]]]:
     with psycopg.connect(url) as conn:
+        # Deparsed definitions qualify what the session's path does not reach: read them all alike.
+        conn.execute(f"set search_path = public, {SCHEMA}")
         has_tiers = conn.execute("select to_regclass('tier_limits') is not null").fetchone() == (True,)
         return {name: set(conn.execute(query.replace("%%", "%")).fetchall())
                 for name, query in CATALOG_QUERIES.items() if has_tiers or name != "reference rows"}

@@ -47,9 +47,9 @@ def create_database(server_url: str, name: str, template: str | None = None) -> 
             query += sql.SQL(" template {}").format(sql.Identifier(template))
         conn.execute(query)
     url = with_database(server_url, name)
-    if template:  # database-level privileges are not copied from a template
+    if template:  # database-level settings and privileges are not copied from a template
         with _admin(url) as conn:
-            conn.execute("select apply_database_privileges()")
+            conn.execute("select automl.apply_database_privileges()")
     return url
 
 

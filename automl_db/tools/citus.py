@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from automl_db.tools import migrate
+from automl_db.tools.project import NAMESPACE
 from automl_db.urls import resolve_url, with_database
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
@@ -34,8 +35,9 @@ END = "<!-- citus-blockers:end -->"
 #: Every tenant table carries the owner in this column; `users` is the tenant itself, by `id`.
 DISTRIBUTION_COLUMN = "user_id"
 TENANTS, TENANT_KEY = "users", "id"
-#: yoyo's bookkeeping stays a plain table on the coordinator.
-LOCAL_PREFIXES = ("_yoyo_", "yoyo_")
+#: What lives outside the project's schema (yoyo's bookkeeping, in public) stays a plain table on the
+#: coordinator.
+LOCAL_SCHEMA = "public"
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,20 @@ def _rows(conn: psycopg.Connection[Any], query: str, params: Any = None) -> list
 
 
 def layout(conn: psycopg.Connection[Any]) -> Layout:
-    """Tables with a user_id (and users itself) are distributed; yoyo's stay local; the rest become
-    reference tables, copied to every node."""
+    """Tables with a user_id (and users itself) are distributed; yoyo's (in public) stay local; the
+    rest become reference tables, copied to every node."""
     rows = _rows(
         conn,
         "select c.relname, exists (select from pg_attribute a where a.attrelid = c.oid and a.attname = %s"
-        "                          and not a.attisdropped)"
-        "  from pg_class c where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')"
-        " order by c.relname", [DISTRIBUTION_COLUMN])
+        "                          and not a.attisdropped),"
+        "       c.relnamespace = to_regnamespace(%s)"
+        f"  from pg_class c where c.relnamespace in ({NAMESPACE}, to_regnamespace(%s)) and c.relkind in ('r', 'p')"
+        " order by c.relname", [DISTRIBUTION_COLUMN, LOCAL_SCHEMA, LOCAL_SCHEMA])
     distributed: dict[str, str] = {}
     reference: list[str] = []
     local: list[str] = []
-    for name, has_owner in rows:
-        if name.startswith(LOCAL_PREFIXES):
+    for name, has_owner, outside in rows:
+        if outside:
             local.append(name)
         elif name == TENANTS:
             distributed[name] = TENANT_KEY
@@ -94,7 +97,7 @@ select c.relname, i.relname, coalesce(con.contype::text, 'i'),
   join pg_class c on c.oid = x.indrelid
   join pg_class i on i.oid = x.indexrelid
   left join pg_constraint con on con.conindid = x.indexrelid and con.conrelid = x.indrelid
- where c.relnamespace = 'public'::regnamespace and (x.indisunique or con.contype = 'x')
+ where c.relnamespace in (to_regnamespace('automl'), to_regnamespace('public')) and (x.indisunique or con.contype = 'x')
  order by c.relname, i.relname
 """
 
@@ -108,7 +111,7 @@ select c.relname, con.conname, f.relname, pg_get_constraintdef(con.oid, true),
   from pg_constraint con
   join pg_class c on c.oid = con.conrelid
   join pg_class f on f.oid = con.confrelid
- where con.contype = 'f' and c.relnamespace = 'public'::regnamespace
+ where con.contype = 'f' and c.relnamespace in (to_regnamespace('automl'), to_regnamespace('public'))
  order by c.relname, con.conname
 """
 

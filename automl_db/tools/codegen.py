@@ -113,7 +113,7 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
     enums: dict[str, list[str]] = {}
     for typname, label in conn.execute(
             "select t.typname, e.enumlabel from pg_enum e join pg_type t on t.oid = e.enumtypid"
-            " where t.typnamespace = 'public'::regnamespace order by t.typname, e.enumsortorder"):
+            " where t.typnamespace = 'automl'::regnamespace order by t.typname, e.enumsortorder"):
         enums.setdefault(str(typname), []).append(str(label))
     attributes: dict[tuple[int, int], tuple[str, bool]] = {}
     table_oids: dict[int, str] = {}
@@ -122,8 +122,8 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
     for relid, relname, attnum, attname, atttypid, notnull in conn.execute(
             "select c.oid::int, c.relname, a.attnum::int, a.attname, a.atttypid::int, a.attnotnull"
             " from pg_class c join pg_attribute a on a.attrelid = c.oid"
-            " where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and a.attnum > 0"
-            " and not a.attisdropped and c.relname not like '\\_yoyo%%' and c.relname <> 'yoyo_lock'"
+            " where c.relnamespace = 'automl'::regnamespace and c.relkind = 'r' and a.attnum > 0"
+            " and not a.attisdropped"
             " order by c.relname, a.attnum"):
         table, column = str(relname), str(attname)
         table_oids[relid] = table
