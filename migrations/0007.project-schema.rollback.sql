@@ -219,5 +219,6 @@ comment on function apply_database_privileges() is
     'copies and plain restores reset). Run by migrations and after CREATE DATABASE ... TEMPLATE or a '
     'restore; needs the database owner or a superuser.';
 drop function owner_link_violations();
+grant usage on schema public to automl_app, automl_billing, automl_readonly;
 
 drop schema automl;

@@ -14,7 +14,9 @@
 --   * beyond the schema: no temporary objects, no large objects, no advisory locks for the
 --     runtime roles (apply_database_privileges()).
 
+-- public holds yoyo's bookkeeping only: nothing there for the project's roles.
 revoke create on schema public from public;
+revoke usage on schema public from automl_app, automl_billing, automl_readonly;
 grant usage on schema automl to automl_app, automl_billing, automl_readonly;
 
 -- Functions: nothing for PUBLIC; each role gets what it calls.
