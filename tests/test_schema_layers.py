@@ -176,6 +176,10 @@ def test_post_apply_repairs_drift_without_fighting_an_open_transaction(empty_db:
         writer.execute("insert into workflows (user_id, name, definition)"
                        " values (%s, 'w', '{\"nodes\": [], \"edges\": []}')", [user])
         writer.execute("select count(*) from jobs, datasets, models, credit_transactions")
+        # What a purchase in flight holds on its package and an account on its tier (foreign keys).
+        writer.execute("select from credit_packages for key share")
+        writer.execute("select from tier_limits for key share")
+        writer.execute("select from tutorials for share")
         done: list[BaseException | None] = []
 
         def rerun() -> None:
