@@ -26,13 +26,23 @@ test *args:
 schema-doc *args:
     python -m automl_db.tools.schemadoc {{ args }}
 
-# ruff, mypy --strict, squawk on the migrations, generated code and docs/schema.md fresh
+# ruff, mypy --strict, squawk on the migrations, generated code, post-apply.sql and docs/schema.md fresh, landed migrations unedited
 lint:
     ruff check .
     mypy
     squawk migrations/*.sql
     python -m automl_db.tools.codegen --check
+    python -m automl_db.tools.postapply --check
+    python -m automl_db.tools.frozen --check
     python -m automl_db.tools.schemadoc --check
+
+# Regenerate migrations/post-apply.sql from schema/post/ (--check: fail if stale)
+post-apply *args:
+    python -m automl_db.tools.postapply {{ args }}
+
+# Freeze the migrations that landed: their checksums into migrations/frozen.sha256
+freeze:
+    python -m automl_db.tools.frozen --freeze
 
 # Apply pending migrations
 migrate:

@@ -1,7 +1,8 @@
 -- Reference data every environment starts with, and an overview of what a database holds.
 
 -- name: seed_reference_data#
--- Insert the standard credit packages and starter tutorials; rows that exist are left alone.
+-- Insert the standard credit packages and starter tutorials; rows that exist are left alone (the
+-- migrations' post-apply layer, schema/post/930_reference_data.sql, already loads them).
 insert into credit_packages (name, credits, price_cents, stripe_price_id, tier_restriction)
 values ('Starter',    100,   999,   'price_starter_100',      'none'),
        ('Builder',    500,   3999,  'price_builder_500',      'none'),
@@ -28,10 +29,9 @@ values ('first-model', 'Train your first model',
 on conflict (slug) do nothing;
 
 -- name: schema_tables()
--- Names of the schema's tables (yoyo's bookkeeping left out), for summaries.
+-- Names of the schema's tables (the schema automl; yoyo's bookkeeping lives in public), for summaries.
 -- not-null: table_name
 select c.relname::text as table_name
   from pg_class c
- where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r'
-   and c.relname not like '\_yoyo%%' and c.relname <> 'yoyo_lock'
+ where c.relnamespace = 'automl'::regnamespace and c.relkind = 'r'
  order by c.relname;

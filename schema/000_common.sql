@@ -1,18 +1,26 @@
 -- 000_common.sql — helpers shared by every domain file.
 --
--- Owns: set_updated_at() (the timestamp trigger every table with updated_at uses), the JSON
--- shape predicates that CHECK constraints call and stamp_deleted_at() (soft delete). All core
--- PostgreSQL (no extensions).
+-- Owns: the schema automl, which holds every object of the project (public holds yoyo's
+-- bookkeeping only), set_updated_at() (the timestamp trigger every table with updated_at uses),
+-- the JSON shape predicates that CHECK constraints call and stamp_deleted_at() (soft delete). All
+-- core PostgreSQL (no extensions).
 --
--- Name resolution: every PL/pgSQL function pins `set search_path = pg_catalog, public, pg_temp`
+-- Name resolution: every PL/pgSQL function pins `set search_path = pg_catalog, automl, pg_temp`
 -- (a caller's temporary table or type can never stand in for ours); SQL functions use
 -- SQL-standard bodies (BEGIN ATOMIC), whose names are bound when the function is created, so
--- they also hold under the empty search_path of pg_restore and stay inlinable in CHECKs.
+-- they also hold under the empty search_path of pg_restore and stay inlinable in CHECKs. Sessions
+-- find the project's names through the database's search_path (public, automl), which
+-- apply_database_privileges() sets; these files create into automl.
+
+create schema automl;
+comment on schema automl is
+    'Every table, type, function and policy of the AutoML data layer; public holds yoyo''s bookkeeping only.';
+set search_path = automl, public;
 
 -- Stamps updated_at on every UPDATE, whatever the client wrote: the database owns the clock.
 create function set_updated_at() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     new.updated_at := now();
     return new;
@@ -70,7 +78,7 @@ comment on function workflow_graph_is_valid(jsonb) is
 -- Soft delete: is_deleted is what clients set; deleted_at is the database's record of when.
 create function stamp_deleted_at() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if new.is_deleted then
         if tg_op = 'INSERT' or not old.is_deleted then

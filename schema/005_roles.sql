@@ -2,7 +2,8 @@
 --
 -- Owns: the five roles (cluster-wide, so created only when missing and never dropped by a
 -- rollback: other databases of the cluster may use them) and app_user_id(), the one place the
--- per-transaction tenant setting is read. Grants and row-level security are in 110_security.sql.
+-- per-transaction tenant setting is read. Ownership, grants and row-level security are in the
+-- idempotent layer, schema/post/ (re-applied after every migration run).
 --   automl_owner     NOLOGIN, BYPASSRLS: owns every object; migrations and SECURITY DEFINER
 --                    functions act as it.
 --   automl_app       the web-facing runtime role: DML on tenant tables through row-level

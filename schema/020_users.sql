@@ -56,12 +56,6 @@ create domain entry_count as bigint
     constraint users_last_entry_number_nonnegative check (value >= 0);
 comment on domain entry_count is 'Ledger entries an account has: never negative.';
 
--- Reference rows every database needs: users.tier references them.
-insert into tier_limits (tier, max_storage_bytes, max_datasets, max_workflows, max_models)
-values ('free',       1073741824,    10,   10,   20),    -- 1 GiB
-       ('pro',        53687091200,   200,  200,  1000),  -- 50 GiB
-       ('enterprise', 1099511627776, null, null, null);  -- 1 TiB
-
 create table users (
     id                 uuid primary key default gen_random_uuid(),
     email              email_address,
@@ -124,7 +118,7 @@ comment on index users_deleted_at_idx is 'Finds soft-deleted accounts past reten
 -- delete stamp: only when one of those columns is written.
 create function users_check_account_state() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if new.is_deleted then  -- is_deleted is what clients set; deleted_at is the database's record of when
         new.deleted_at := case when tg_op = 'INSERT' or not old.is_deleted then now() else old.deleted_at end;
@@ -158,7 +152,7 @@ create trigger users_rules
 -- database's own triggers may move them.
 create function users_refuse_derived_change() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     raise exception 'users.% is maintained by the database and cannot be written directly',
         case when tg_op = 'INSERT' then 'credit_balance/counters/storage'
@@ -183,7 +177,7 @@ create trigger users_derived_columns_insert before insert on users
 -- themselves, so the WHEN keeps this, and its evaluation, off their path.
 create function users_guard() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if old.purged_at is not null then
         raise exception 'account % was purged on %: it cannot change', old.id, old.purged_at
@@ -216,7 +210,7 @@ create function users_adjust_usage(
     models integer default 0, storage_bytes bigint default 0
 ) returns void
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 declare
     u users%rowtype;
     lim tier_limits%rowtype;
@@ -263,7 +257,7 @@ comment on function users_adjust_usage(uuid, integer, integer, integer, bigint) 
 -- Rows never change owner: counters, quotas and the composite keys all assume it.
 create function refuse_owner_change() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     raise exception '%.user_id cannot change (row %)', tg_table_name, old.id
         using errcode = 'AM004', constraint = tg_table_name || '_owner_immutable';
@@ -277,7 +271,7 @@ comment on function refuse_owner_change() is
 -- acts for the new account's id and inserts it under the tenant policy.
 create function user_id_for_oauth(p_provider oauth_provider, p_provider_id text) returns uuid
 language sql stable
-security definer set search_path = pg_catalog, public, pg_temp
+security definer set search_path = pg_catalog, automl, pg_temp
 begin atomic
     select id from users where oauth_provider = p_provider and oauth_id = p_provider_id;
 end;
@@ -287,7 +281,7 @@ comment on function user_id_for_oauth(oauth_provider, text) is
 
 create function user_id_for_email(p_email text) returns uuid
 language sql stable
-security definer set search_path = pg_catalog, public, pg_temp
+security definer set search_path = pg_catalog, automl, pg_temp
 begin atomic
     select id from users where lower(email) = lower(p_email);
 end;
@@ -302,7 +296,7 @@ comment on function user_id_for_email(text) is
 -- orders and deadlock.
 create function lock_acting_user() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     perform from users where id = app_user_id() for no key update;
     return null;

@@ -46,7 +46,7 @@ create trigger datasets_set_updated_at before update on datasets
 
 create function datasets_refuse_sequence_on_insert() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     raise exception 'datasets.last_version_number is the database''s: a new dataset starts at 0, not %',
         new.last_version_number using errcode = 'AM005', constraint = 'datasets_derived_columns';
@@ -149,7 +149,7 @@ comment on index datasets_current_version_idx is 'Foreign key index: deleting a 
 -- into one dataset numbering 1, 2, 3 (a BEFORE trigger sees the rows its statement inserted).
 create function dataset_versions_assign_number() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 declare
     owner uuid;
     last_number integer;
@@ -175,7 +175,7 @@ comment on function dataset_versions_assign_number() is
 
 create function dataset_versions_advance_sequence() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 begin
     update datasets set last_version_number = new.version_number
      where id = new.dataset_id and last_version_number < new.version_number;
@@ -191,7 +191,7 @@ comment on function dataset_versions_advance_sequence() is
 -- database stamps created_at and processed_at; client-written values are ignored.
 create function dataset_versions_check_transition() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         if new.status <> 'pending' then
@@ -290,7 +290,7 @@ comment on index dataset_profiles_user_idx is 'Owner filter; the version key alr
 
 create function fill_owner_from_dataset_version() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if new.user_id is null then
         select v.user_id into new.user_id from dataset_versions v where v.id = new.dataset_version_id;
@@ -368,7 +368,7 @@ comment on index ingestion_jobs_active_idx is 'Runs a worker may pick up or a re
 -- queueing. The database stamps created_at, started_at and completed_at.
 create function ingestion_jobs_check_transition() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         if new.status not in ('pending', 'queued') then
@@ -428,7 +428,7 @@ create trigger ingestion_jobs_set_updated_at before update on ingestion_jobs
 -- Usage counters and quotas (users_adjust_usage owns the arithmetic and the limits).
 create function datasets_count_usage() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         perform users_adjust_usage(new.user_id, datasets => 1);
@@ -443,7 +443,7 @@ comment on function datasets_count_usage() is
 
 create function dataset_versions_count_storage() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 declare
     delta bigint := 0;
 begin

@@ -74,7 +74,7 @@ comment on index workflow_snapshots_user_created_idx is 'A user''s snapshots new
 
 create function workflows_count_usage() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 declare
     delta integer := 0;
 begin
@@ -106,7 +106,7 @@ create trigger workflows_owner_immutable before update of user_id on workflows
 -- A snapshot is frozen: only the foreign key's own ON DELETE SET NULL may touch it.
 create function workflow_snapshots_refuse_change() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if new.id = old.id and new.user_id = old.user_id and new.snapshot_data = old.snapshot_data
        and new.created_at = old.created_at and new.workflow_id is null then

@@ -133,7 +133,7 @@ comment on index job_nodes_user_idx is 'Owner filter; job_nodes_node_key already
 
 create function job_nodes_fill_owner() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if new.user_id is null then
         select j.user_id into new.user_id from jobs j where j.id = new.job_id;
@@ -159,7 +159,7 @@ create trigger job_nodes_set_updated_at before update on job_nodes
 -- client can make a job unclaimable for every worker.
 create function jobs_check_transition() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         if new.status not in ('pending', 'queued') then
@@ -253,7 +253,7 @@ comment on function jobs_check_transition() is
 -- nobody sees no ledger rows of its own).
 create function jobs_settle_credits() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 declare
     charged integer;
 begin
@@ -301,10 +301,10 @@ create trigger jobs_owner_immutable before update of user_id on jobs
 -- The queue. One statement picks the most urgent queued job, skipping rows other workers hold,
 -- and marks it running; jobs_claimable_idx keeps this fast beside millions of finished jobs.
 -- Not SECURITY DEFINER: only automl_worker may call it, and it reaches every user's queued jobs
--- through its own policies on jobs (110_security.sql).
+-- through its own policies on jobs (post/920_row_security.sql).
 create function claim_jobs(worker text, how_many integer default 1) returns setof jobs
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     -- PL/pgSQL, not SQL: the statement's plan is cached for the session, not re-planned per call.
     return query
@@ -326,7 +326,7 @@ comment on function claim_jobs(text, integer) is
 
 create function heartbeat_job(job uuid, worker text) returns boolean
 language sql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
     update jobs set heartbeat_at = now()
      where id = job and worker_id = worker and status = 'running'
     returning true
@@ -338,7 +338,7 @@ comment on function heartbeat_job(uuid, text) is
 create function rescue_stalled_jobs(stalled_after interval default '5 minutes')
 returns table (job_id uuid, action text)
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 declare
     candidate record;
     j record;
@@ -381,7 +381,7 @@ comment on function rescue_stalled_jobs(interval) is
 -- database stamps created_at, started_at and completed_at.
 create function job_nodes_check_transition() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         if new.status <> 'pending' then
@@ -425,7 +425,7 @@ comment on function job_nodes_check_transition() is
 -- A definer, so the rule holds whoever fails the node.
 create function job_nodes_skip_downstream() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 begin
     with recursive edge as (
         select e ->> 'source' as source, e ->> 'target' as target

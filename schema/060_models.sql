@@ -48,7 +48,7 @@ comment on index models_deployed_idx is 'A user''s deployed models.';
 
 create function models_stamp_deployed_at() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if new.is_deployed then
         if tg_op = 'INSERT' or not old.is_deployed then
@@ -72,7 +72,7 @@ create trigger models_set_updated_at before update on models
 
 create function models_count_usage() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if tg_op = 'INSERT' then
         perform users_adjust_usage(new.user_id, models => 1);

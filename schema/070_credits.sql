@@ -149,7 +149,7 @@ comment on index credit_transactions_package_idx is 'Foreign key index; sales pe
 -- about to credit). automl_billing sees every account.
 create function credit_transactions_check_acting_user() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 declare
     creates_credits boolean := new.type in ('purchase', 'adjustment') or new.stripe_payment_id is not null
                                or new.package_id is not null;
@@ -177,7 +177,7 @@ comment on function credit_transactions_check_acting_user() is
 
 create function credit_transactions_post() returns trigger
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 declare
     job jobs%rowtype;
     consumed integer;
@@ -331,7 +331,7 @@ comment on function credit_transactions_post() is
 
 create function credit_transactions_refuse_change() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     raise exception 'credit_transactions is append-only: % refused', tg_op
         using errcode = 'AM004', constraint = 'credit_transactions_immutable',
@@ -358,7 +358,7 @@ alter table credit_transactions enable always trigger credit_transactions_no_tru
 -- purged, never deleted. SQLSTATE 23001 (restrict_violation), as a RESTRICT foreign key would.
 create function users_refuse_delete_with_ledger() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     raise exception 'user % has ledger entries: close the account instead (purge keeps the ledger)', old.id
         using errcode = 'restrict_violation', constraint = 'users_ledger_keeps_account';

@@ -105,7 +105,7 @@ comment on index experiment_runs_model_idx is 'Foreign key index: deleting a mod
 
 create function experiment_runs_fill_owner() returns trigger
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
     if new.user_id is null then
         select e.user_id into new.user_id from experiments e where e.id = new.experiment_id;

@@ -1,14 +1,15 @@
 -- 100_maintenance.sql — retention and the DBA's audit.
 --
 -- Owns: purge_soft_deleted() (30-day retention of soft-deleted workflows and accounts),
--- check_integrity() (one row per broken invariant; none on a healthy database) and
+-- check_integrity() (one row per broken invariant; none on a healthy database; its owner-link part,
+-- owner_link_violations(), finds the tenant tables in the catalog) and
 -- apply_database_privileges() (the database-level part of the security model). They span
 -- users, so they are maintenance entry points, not tenant queries.
 
 create function purge_soft_deleted(retention interval default '30 days')
 returns table (item text, removed bigint)
 language plpgsql
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
 declare
     cutoff timestamptz := now() - retention;
     doomed uuid[];
@@ -54,10 +55,74 @@ comment on function purge_soft_deleted(interval) is
     'that long ago, deletes all their content and personal data (e-mail, name, OAuth ids) and stamps '
     'purged_at, leaving every ledger entry untouched. Returns rows removed per table.';
 
+-- The owner-link audit, driven by the catalog: every table of the schema with a user_id column is
+-- checked, so a tenant table added by a later migration is audited without any change here.
+create function owner_link_violations()
+returns table (invariant text, subject text, detail text)
+language plpgsql stable
+security definer set search_path = pg_catalog, automl, pg_temp as $$
+declare
+    tenant record;
+    link record;
+    subject_expr text;
+begin
+    for tenant in
+        select c.oid::regclass as tbl, c.relname,
+               exists (select from pg_attribute a
+                        where a.attrelid = c.oid and a.attname = 'id' and not a.attisdropped) as has_id,
+               (select a.attnum from pg_attribute a
+                 where a.attrelid = c.oid and a.attname = 'user_id' and not a.attisdropped) as user_attnum
+          from pg_class c
+         where c.relnamespace = 'automl'::regnamespace and c.relkind in ('r', 'p')
+           and exists (select from pg_attribute a
+                        where a.attrelid = c.oid and a.attname = 'user_id' and not a.attisdropped)
+         order by c.relname
+    loop
+        if not has_table_privilege(tenant.tbl, 'select') then  -- created behind post-apply's back
+            return query select 'owner links'::text, tenant.relname::text,
+                                format('not audited: owned by %s, not automl_owner (run post-apply.sql)',
+                                       (select c.relowner::regrole from pg_class c where c.oid = tenant.tbl));
+            continue;
+        end if;
+        subject_expr := format('%L || '' '' || %s', tenant.relname,
+                               case when tenant.has_id then 't.id::text' else 't.ctid::text' end);
+        -- The account exists (the ledger has no foreign key on purpose; the others can be switched off).
+        return query execute format(
+            'select ''owner links''::text, %s, ''account missing''::text from %s t'
+            ' where t.user_id is not null and not exists (select from users u where u.id = t.user_id)',
+            subject_expr, tenant.tbl);
+        -- Every foreign key that carries user_id points at a row of the same user.
+        for link in
+            select k.conname, k.confrelid::regclass as parent,
+                   string_agg(format('t.%I is not null', ca.attname), ' and ' order by x.n) as present,
+                   string_agg(format('p.%I = t.%I', pa.attname, ca.attname), ' and ' order by x.n) as matches
+              from pg_constraint k
+              cross join lateral unnest(k.conkey, k.confkey) with ordinality as x(child, parent, n)
+              join pg_attribute ca on ca.attrelid = k.conrelid and ca.attnum = x.child
+              join pg_attribute pa on pa.attrelid = k.confrelid and pa.attnum = x.parent
+             where k.conrelid = tenant.tbl and k.contype = 'f' and tenant.user_attnum = any (k.conkey)
+               and cardinality(k.conkey) > 1
+             group by k.conname, k.confrelid
+             order by k.conname
+        loop
+            return query execute format(
+                'select ''owner links''::text, %s, %L::text from %s t'
+                ' where %s and not exists (select from %s p where %s)',
+                subject_expr, format('%s: no %s row of the same user', link.conname, link.parent),
+                tenant.tbl, link.present, link.parent, link.matches);
+        end loop;
+    end loop;
+end;
+$$;
+comment on function owner_link_violations() is
+    'Part of check_integrity(): for every table of the schema with a user_id (found in the catalog), '
+    'rows whose account is missing, and rows whose composite foreign key over user_id finds no parent '
+    'row of the same user (foreign key triggers can be switched off by a superuser).';
+
 create function check_integrity()
 returns table (invariant text, subject text, detail text)
 language sql stable
-security definer set search_path = pg_catalog, public, pg_temp as $$
+security definer set search_path = pg_catalog, automl, pg_temp as $$
     -- Set-based throughout: each source table is read once and grouped, so the audit stays
     -- linear on millions of ledger entries and jobs.
     with ledger as (
@@ -168,31 +233,9 @@ security definer set search_path = pg_catalog, public, pg_temp as $$
       left join datasets d on d.id = v.dataset_id
      where d.id is null or v.version_number > d.last_version_number
     union all
-    -- Ownership links hold (foreign key triggers can be switched off by a superuser).
-    select 'owner links', x.tbl || ' ' || x.id::text, x.detail
-      from (select 'credit_transactions' as tbl, c.id, 'account missing' as detail
-              from credit_transactions c left join users u on u.id = c.user_id
-             where u.id is null
-            union all
-            select 'dataset_versions', v.id, 'dataset owner differs or dataset missing'
-              from dataset_versions v left join datasets p on p.id = v.dataset_id
-             where p.user_id is distinct from v.user_id
-            union all
-            select 'jobs', j.id, 'snapshot owner differs or snapshot missing'
-              from jobs j left join workflow_snapshots p on p.id = j.workflow_snapshot_id
-             where p.user_id is distinct from j.user_id
-            union all
-            select 'job_nodes', n.id, 'job owner differs or job missing'
-              from job_nodes n left join jobs p on p.id = n.job_id
-             where p.user_id is distinct from n.user_id
-            union all
-            select 'models', m.id, 'job owner differs or job missing'
-              from models m left join jobs p on p.id = m.job_id
-             where p.user_id is distinct from m.user_id
-            union all
-            select 'workflow_snapshots', s.id, 'workflow owner differs or workflow missing'
-              from workflow_snapshots s left join workflows p on p.id = s.workflow_id
-             where s.workflow_id is not null and p.user_id is distinct from s.user_id) x
+    -- Ownership links hold (foreign key triggers can be switched off by a superuser): found from
+    -- the catalog, so every table with a user_id is audited, including tables added later.
+    select o.invariant, o.subject, o.detail from owner_link_violations() o
 $$;
 comment on function check_integrity() is
     'DBA audit: one row per broken invariant (ledger chain and balances, credit policy per job, '
@@ -200,7 +243,7 @@ comment on function check_integrity() is
     'numbering, owner links); no rows when healthy. '
     'Recomputes from the base rows, so it notices drift written behind the triggers'' back.';
 
--- Less ambient power (called by 110_security.sql). By default every role may create temporary
+-- Less ambient power (called by post/910_grants.sql). By default every role may create temporary
 -- tables (which could shadow our names in an unpinned function), large objects (data outside
 -- every table and policy) and take advisory locks (which the ledger uses for client-chosen keys).
 -- The runtime roles need none of that. The temporary-table right is granted per database, and
@@ -209,13 +252,17 @@ comment on function check_integrity() is
 -- dump"); the function rights (in pg_catalog) travel with copies and dumps.
 create function apply_database_privileges() returns void
 language plpgsql
-set search_path = pg_catalog, public, pg_temp as $$
+set search_path = pg_catalog, automl, pg_temp as $$
 begin
+    -- public holds yoyo's bookkeeping only and comes first: yoyo keeps its tables in the current
+    -- schema, and every name of the project is found in automl.
+    execute format('alter database %I set search_path = public, automl', current_database());
     execute format('revoke temporary on database %I from public', current_database());
     execute format('grant temporary on database %I to automl_owner', current_database());
 end;
 $$;
 comment on function apply_database_privileges() is
-    'Revokes the temporary-table right on this database from PUBLIC (a database privilege, which '
-    'copies and plain restores reset). Run by migrations and after CREATE DATABASE ... TEMPLATE or a '
-    'restore; needs the database owner or a superuser.';
+    'Sets the database''s search_path (public, automl) and revokes the temporary-table right on this '
+    'database from PUBLIC (database settings and privileges, which copies and plain restores reset). Run '
+    'by migrations and after CREATE DATABASE ... TEMPLATE or a restore, as automl.apply_database_privileges(); '
+    'needs the database owner or a superuser.';

@@ -41,7 +41,7 @@ def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
 def _after_copy(url: str) -> None:
     """Database-level privileges are not copied from a template: grant them again."""
     with _admin(url) as conn:
-        conn.execute("select apply_database_privileges()")
+        conn.execute("select automl.apply_database_privileges()")
 
 
 def create_database(server_url: str, name: str, template: str | None = None) -> str:

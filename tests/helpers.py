@@ -96,8 +96,8 @@ def make_model(conn: Conn, user_id: uuid.UUID, job_id: uuid.UUID | None = None,
 def table_contents(conn: Conn) -> dict[str, list[str]]:
     """Every row of every schema table, for 'nothing changed' comparisons."""
     tables = [r["relname"] for r in conn.execute(
-        "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'"
-        " and relname not like '%yoyo%' order by relname")]
+        "select relname from pg_class where relnamespace = 'automl'::regnamespace and relkind = 'r'"
+        " order by relname")]
     return {t: sorted(repr(row) for row in conn.execute(f"select * from {t}")) for t in tables}
 
 

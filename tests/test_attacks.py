@@ -107,13 +107,13 @@ def test_a_temporary_ledger_or_type_does_not_shadow_the_real_one(
     conn.execute(f'grant temporary on database "{database}" to automl_app')
     try:
         with as_role(app_url, user) as app:
-            app.execute("create temporary table credit_transactions (like public.credit_transactions)")
-            app.execute("create temporary table users (like public.users)")
+            app.execute("create temporary table credit_transactions (like automl.credit_transactions)")
+            app.execute("create temporary table users (like automl.users)")
             app.execute("create type pg_temp.job_status as enum ('queued')")
-            job = value(app, "insert into public.jobs (user_id, workflow_snapshot_id, status, credit_cost)"
+            job = value(app, "insert into automl.jobs (user_id, workflow_snapshot_id, status, credit_cost)"
                              " values (%s, %s, 'queued', 20) returning id", [user, snapshot])
             assert value(app, "select count(*) from pg_temp.credit_transactions") == 0
-            app.execute("update public.jobs set status = 'cancelled' where id = %s", [job])
+            app.execute("update automl.jobs set status = 'cancelled' where id = %s", [job])
             assert value(app, "select count(*) from pg_temp.credit_transactions") == 0
     finally:
         conn.execute(f'revoke temporary on database "{database}" from automl_app')
@@ -126,14 +126,14 @@ def test_a_temporary_ledger_or_type_does_not_shadow_the_real_one(
 def test_every_function_pins_its_search_path_or_binds_its_names_at_creation(conn: Conn) -> None:
     loose = conn.execute("""
         select p.oid::regprocedure::text as function from pg_proc p
-         where p.pronamespace = 'public'::regnamespace
+         where p.pronamespace = 'automl'::regnamespace
            and p.prosqlbody is null
            and not exists (select from unnest(p.proconfig) c
-                            where c = 'search_path=pg_catalog, public, pg_temp')""").fetchall()
+                            where c = 'search_path=pg_catalog, automl, pg_temp')""").fetchall()
     assert loose == []
     definers_unpinned = conn.execute("""
         select p.oid::regprocedure::text as function from pg_proc p
-         where p.pronamespace = 'public'::regnamespace and p.prosecdef
+         where p.pronamespace = 'automl'::regnamespace and p.prosecdef
            and not exists (select from unnest(p.proconfig) c where c like 'search_path=%%pg_temp')""").fetchall()
     assert definers_unpinned == []
 
@@ -414,7 +414,7 @@ def test_every_immutability_refusal_is_am004(conn: Conn, statement: str, constra
 def test_the_package_rule_is_written_once(conn: Conn) -> None:
     """Only credit_package_on_sale() spells out which tier may buy what; everything else calls it."""
     functions = [r["proname"] for r in conn.execute(
-        "select proname from pg_proc where pronamespace = 'public'::regnamespace"
+        "select proname from pg_proc where pronamespace = 'automl'::regnamespace"
         " and pg_get_functiondef(oid) like '%%pro_only%%'")]
     assert functions == ["credit_package_on_sale"]
     for path in [*schema_files(), *queries_dir().glob("*.sql")]:

@@ -24,11 +24,13 @@ def test_tables_are_placed_by_their_owner_column(conn: Conn) -> None:
     assert plan.distributed["users"] == "id"
     assert plan.distributed["credit_transactions"] == "user_id"
     assert {"tier_limits", "credit_packages", "tutorials"} <= set(plan.reference)
-    assert "_yoyo_migration" in plan.local
+    assert "_yoyo_migration" in plan.local  # public: yoyo's bookkeeping, outside the project's schema
     assert not set(plan.distributed) & set(plan.reference)
 
 
 def test_the_blockers_follow_the_catalog(conn: Conn) -> None:
+    conn.execute("set search_path = automl, public")  # as a migration does: create into the project's schema
+    conn.execute("set role automl_owner")  # and the post-apply layer gives what it creates to the owner
     conn.execute("create table notes (id uuid primary key, user_id uuid not null references users (id),"
                  " slug text constraint notes_slug_key unique, job_id uuid,"
                  " constraint notes_job_fkey foreign key (job_id) references jobs (id))")

@@ -160,7 +160,7 @@ def test_every_column_a_client_writes_is_bounded(conn: Conn) -> None:
           from pg_attribute a
           join pg_class c on c.oid = a.attrelid
           join pg_type t on t.oid = a.atttypid
-         where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
+         where c.relnamespace = 'automl'::regnamespace and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
            and (t.typcategory = 'S' or t.typname in ('jsonb', 'json') or t.typelem = 'text'::regtype
                 or t.typbasetype in ('jsonb'::regtype, 'text'::regtype))
            and exists (select from unnest(array['automl_app', 'automl_worker', 'automl_billing']) r(role)
@@ -242,7 +242,7 @@ def test_session_state_does_not_leak_to_the_next_transaction(app_url: str, conn:
         with db.transaction() as c:
             row = c.execute("select current_setting('automl.user_id', true), current_setting('statement_timeout'),"
                             " current_setting('search_path'), current_user").fetchone()
-            assert row == ("", "0", '"$user", public', "automl_app")
+            assert row == ("", "0", "public, automl", "automl_app")  # the database's own path
             assert q.get_user(c, id=b) is None  # acting for nobody
 
         def swallow_a_failure() -> None:

@@ -287,7 +287,7 @@ def test_updated_at_may_be_written_on_every_table_automl_app_updates(owner: Engi
     with Session(owner) as session, session.begin():
         refused = session.scalars(text(
             "select c.relname from pg_class c join pg_attribute a on a.attrelid = c.oid and a.attname = 'updated_at'"
-            " where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'"
+            " where c.relnamespace = 'automl'::regnamespace and c.relkind = 'r'"
             "   and has_any_column_privilege('automl_app', c.oid, 'UPDATE')"
             "   and not has_column_privilege('automl_app', c.oid, a.attnum, 'UPDATE')"
             " order by 1")).all()

@@ -238,7 +238,7 @@ def test_deleting_the_current_version_clears_the_pointer(conn: Conn, world: dict
 
 def test_updated_at_is_set_by_the_database(conn: Conn, world: dict[str, Any]) -> None:
     tables = [r["table_name"] for r in conn.execute(
-        "select table_name from information_schema.columns where table_schema = 'public'"
+        "select table_name from information_schema.columns where table_schema = 'automl'"
         " and column_name = 'updated_at' order by 1")]
     assert len(tables) >= 12
     forged = "2001-01-01T00:00:00Z"

@@ -25,16 +25,16 @@ def test_every_table_column_rule_and_trigger_is_on_the_page(db_url: str) -> None
     diagram = page.split("```mermaid", 1)[1].split("```", 1)[0]
     with psycopg.connect(db_url) as conn:
         tables = [str(r[0]) for r in conn.execute(
-            "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'"
-            " and relname not like '\\_yoyo%%' and relname <> 'yoyo_lock'")]
+            "select relname from pg_class where relnamespace = 'automl'::regnamespace and relkind = 'r'")]
         foreign_keys = conn.execute(
             "select conrelid::regclass::text, confrelid::regclass::text, conname from pg_constraint"
-            " where contype = 'f' and connamespace = 'public'::regnamespace").fetchall()
+            " where contype = 'f' and connamespace = 'automl'::regnamespace").fetchall()
         rules = [str(r[0]) for r in conn.execute(
-            "select conname from pg_constraint where connamespace = 'public'::regnamespace and contype in ('c', 'u')")]
+            "select conname from pg_constraint where connamespace = 'automl'::regnamespace and contype in ('c', 'u')")]
         triggers = conn.execute(
             "select tgrelid::regclass::text, tgname, obj_description(tgfoid, 'pg_proc') from pg_trigger"
-            " where not tgisinternal and tgrelid::regclass::text not like '\\_yoyo%%'").fetchall()
+            " join pg_class c on c.oid = tgrelid"
+            " where not tgisinternal and c.relnamespace = 'automl'::regnamespace").fetchall()
         comments = conn.execute(
             "select c.relname, a.attname, col_description(c.oid, a.attnum) from pg_attribute a"
             " join pg_class c on c.oid = a.attrelid where c.relname = any(%s) and a.attnum > 0"

@@ -183,7 +183,7 @@ def test_a_purchase_credits_exactly_its_package(conn: Conn, billing_url: str, te
 
 def test_catalog_security_invariants(conn: Conn) -> None:
     with_owner = {r["table_name"] for r in conn.execute(
-        "select table_name from information_schema.columns where table_schema = 'public'"
+        "select table_name from information_schema.columns where table_schema = 'automl'"
         " and column_name = 'user_id'")}
     assert with_owner == set(TENANT_TABLES)
     unguarded = conn.execute("""
@@ -193,21 +193,21 @@ def test_catalog_security_invariants(conn: Conn) -> None:
     assert unguarded.fetchall() == []
     unpinned = conn.execute("""
         select p.proname from pg_proc p
-         where p.pronamespace = 'public'::regnamespace and p.prosecdef
+         where p.pronamespace = 'automl'::regnamespace and p.prosecdef
            and not exists (select from unnest(p.proconfig) c where c like 'search_path=%%')""")
     assert unpinned.fetchall() == []
     public_execute = conn.execute("""
         select p.proname from pg_proc p
-         where p.pronamespace = 'public'::regnamespace
+         where p.pronamespace = 'automl'::regnamespace
            and (p.proacl is null or exists (select from unnest(p.proacl) a where a::text like '=%%'))""")
     assert public_execute.fetchall() == []
     not_owner = conn.execute("""
-        select relname as name from pg_class where relnamespace = 'public'::regnamespace
-           and relkind in ('r', 'v', 'S') and relname not like '%%yoyo%%' and relowner <> 'automl_owner'::regrole
+        select relname as name from pg_class where relnamespace = 'automl'::regnamespace
+           and relkind in ('r', 'v', 'S') and relowner <> 'automl_owner'::regrole
         union all
-        select proname from pg_proc where pronamespace = 'public'::regnamespace and proowner <> 'automl_owner'::regrole
+        select proname from pg_proc where pronamespace = 'automl'::regnamespace and proowner <> 'automl_owner'::regrole
         union all
-        select typname from pg_type where typnamespace = 'public'::regnamespace and typtype = 'e'
+        select typname from pg_type where typnamespace = 'automl'::regnamespace and typtype = 'e'
            and typowner <> 'automl_owner'::regrole""")
     assert not_owner.fetchall() == []
     app = conn.execute("select rolsuper, rolbypassrls, rolcreaterole, rolcreatedb from pg_roles"

@@ -10,21 +10,20 @@ from automl_db.runtime import checked, fetch_all, fetch_all_async, run_script, r
 SCHEMA_TABLES = r"""
 select c.relname::text as table_name
   from pg_class c
- where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r'
-   and c.relname not like '\_yoyo%%' and c.relname <> 'yoyo_lock'
+ where c.relnamespace = 'automl'::regnamespace and c.relkind = 'r'
  order by c.relname
 """
 
 
 @checked
 def schema_tables(conn: Connection[Any]) -> list[SchemaTablesRow]:
-    """Names of the schema's tables (yoyo's bookkeeping left out), for summaries."""
+    """Names of the schema's tables (the schema automl; yoyo's bookkeeping lives in public), for summaries."""
     return fetch_all(conn, SCHEMA_TABLES, None, SchemaTablesRow, "schema_tables")
 
 
 @checked
 async def schema_tables_async(conn: AsyncConnection[Any]) -> list[SchemaTablesRow]:
-    """Names of the schema's tables (yoyo's bookkeeping left out), for summaries."""
+    """Names of the schema's tables (the schema automl; yoyo's bookkeeping lives in public), for summaries."""
     return await fetch_all_async(conn, SCHEMA_TABLES, None, SchemaTablesRow, "schema_tables")
 
 
@@ -58,11 +57,11 @@ on conflict (slug) do nothing
 
 @checked
 def seed_reference_data(conn: Connection[Any]) -> None:
-    """Insert the standard credit packages and starter tutorials; rows that exist are left alone."""
+    """Insert the standard credit packages and starter tutorials; rows that exist are left alone (the migrations' post-apply layer, schema/post/930_reference_data.sql, already loads them)."""
     return run_script(conn, SEED_REFERENCE_DATA)
 
 
 @checked
 async def seed_reference_data_async(conn: AsyncConnection[Any]) -> None:
-    """Insert the standard credit packages and starter tutorials; rows that exist are left alone."""
+    """Insert the standard credit packages and starter tutorials; rows that exist are left alone (the migrations' post-apply layer, schema/post/930_reference_data.sql, already loads them)."""
     return await run_script_async(conn, SEED_REFERENCE_DATA)

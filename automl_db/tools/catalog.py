@@ -2,25 +2,22 @@
 compare, and the two builders of the databases they compare (schema/ run file by file, migrations/
 applied by yoyo).
 
-Every query is scoped to the project's schema, PROJECT_SCHEMA, and leaves out yoyo's bookkeeping
-tables: moving the project into another schema is a change of that one constant.
+Every query is scoped to the project's schema (automl_db.tools.project): yoyo's bookkeeping lives
+in public, so nothing here names its tables.
 """
 
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from automl_db.tools import migrate
+from automl_db.tools import migrate, project
 from automl_db.tools.paths import schema_files
 from automl_db.urls import connect
 
-#: The schema that holds the project's objects.
-PROJECT_SCHEMA = "public"
-#: yoyo's bookkeeping tables, which live beside them and are not the project's.
-YOYO_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock")
-
-SCHEMA = f"'{PROJECT_SCHEMA}'::regnamespace"
-NOT_YOYO = "c.relname not in (" + ", ".join(f"'{name}'" for name in YOYO_TABLES) + ")"
+#: The schema that holds the project's objects, by name.
+PROJECT_SCHEMA = project.SCHEMA
+#: ... and as a SQL expression of its OID, for `where c.relnamespace = {SCHEMA}`.
+SCHEMA = project.NAMESPACE
 
 
 def acl(column: str) -> str:
@@ -37,7 +34,7 @@ CATALOG_QUERIES: dict[str, str] = {
                c.relforcerowsecurity::text,
                {acl('c.relacl')}, coalesce(obj_description(c.oid, 'pg_class'), '')
           from pg_class c
-         where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and {NOT_YOYO}""",
+         where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')""",
     "columns": f"""
         select c.relname, a.attname,
                (select count(*) from pg_attribute o
@@ -49,22 +46,22 @@ CATALOG_QUERIES: dict[str, str] = {
           from pg_attribute a
           join pg_class c on c.oid = a.attrelid
           left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-         where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'f') and {NOT_YOYO}
+         where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'f')
            and a.attnum > 0 and not a.attisdropped""",
     "constraints": f"""
         select c.relname, k.conname, k.contype::text, pg_get_constraintdef(k.oid),
                coalesce(obj_description(k.oid, 'pg_constraint'), '')
           from pg_constraint k join pg_class c on c.oid = k.conrelid
-         where c.relnamespace = {SCHEMA} and {NOT_YOYO}""",
+         where c.relnamespace = {SCHEMA}""",
     "indexes": f"""
         select c.relname, pg_get_indexdef(i.indexrelid), coalesce(obj_description(i.indexrelid, 'pg_class'), '')
           from pg_index i join pg_class c on c.oid = i.indrelid
-         where c.relnamespace = {SCHEMA} and {NOT_YOYO}""",
+         where c.relnamespace = {SCHEMA}""",
     "triggers": f"""
         select c.relname, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled::text,
                coalesce(obj_description(t.oid, 'pg_trigger'), '')
           from pg_trigger t join pg_class c on c.oid = t.tgrelid
-         where c.relnamespace = {SCHEMA} and not t.tgisinternal and {NOT_YOYO}""",
+         where c.relnamespace = {SCHEMA} and not t.tgisinternal""",
     "functions": f"""
         select p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid),
                p.proowner::regrole::text,
@@ -87,6 +84,15 @@ CATALOG_QUERIES: dict[str, str] = {
           from pg_policy p join pg_class c on c.oid = p.polrelid
          where c.relnamespace = {SCHEMA}""",
     "extensions": "select extname from pg_extension where extname <> 'plpgsql'",
+    "schemas": f"""
+        select n.nspname, n.nspowner::regrole::text, {acl('n.nspacl')},
+               coalesce(obj_description(n.oid, 'pg_namespace'), '')
+          from pg_namespace n where n.nspname in ('public', '{PROJECT_SCHEMA}')""",
+    # The database's own settings (its search_path): a template copy or a restore loses them.
+    "database settings": """
+        select coalesce(array_to_string(s.setconfig, ','), '')
+          from pg_db_role_setting s
+         where s.setdatabase = (select oid from pg_database where datname = current_database()) and s.setrole = 0""",
     # What the schema revokes beyond itself (large objects, advisory locks).
     "ambient rights": f"""
         select p.oid::regprocedure::text, {acl('p.proacl')}
@@ -101,6 +107,8 @@ CATALOG_QUERIES: dict[str, str] = {
 
 def snapshot(url: str) -> dict[str, set[tuple[Any, ...]]]:
     with connect(url) as conn:
+        # Deparsed definitions qualify what the session's path does not reach: read them all alike.
+        conn.execute(f"set search_path = public, {PROJECT_SCHEMA}")
         has_tiers = conn.execute("select to_regclass('tier_limits') is not null").fetchone() == (True,)
         return {name: set(conn.execute(query.replace("%%", "%")).fetchall())
                 for name, query in CATALOG_QUERIES.items() if has_tiers or name != "reference rows"}

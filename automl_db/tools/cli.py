@@ -264,7 +264,7 @@ def _version() -> str:
         version = __version__
     try:
         latest = max(p.name.removesuffix(".sql") for p in migrations_dir().glob("*.sql")
-                     if not p.name.endswith(".rollback.sql"))
+                     if not p.name.endswith(".rollback.sql") and not p.name.startswith("post-apply"))
     except (FileNotFoundError, ValueError):
         return f"{PROG} {version}"
     return f"{PROG} {version} (migrations up to {latest})"

@@ -55,14 +55,14 @@ from psycopg import pq
 
 from automl_db.errors import AutomlDbError, MigrationFailed
 from automl_db.shapes import JSON_SHAPES
-from automl_db.tools import migrate, scratch
+from automl_db.tools import migrate, project, scratch
 from automl_db.tools.nullability import Analyzer, Columns
 from automl_db.tools.paths import queries_dir
 
 PACKAGE = Path(__file__).resolve().parents[1]
 ROOT = PACKAGE.parent
 #: The schema the project's tables and enums live in (the only schema filter of the generator).
-SCHEMA = "public"
+SCHEMA = project.SCHEMA
 
 # PostgreSQL type name -> Python annotation (enums and arrays are handled apart).
 SCALARS = {
@@ -189,7 +189,7 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
             "select c.oid::int, c.relname, a.attnum::int, a.attname, a.atttypid::int, a.attnotnull"
             " from pg_class c join pg_attribute a on a.attrelid = c.oid"
             " where c.relnamespace = %s::regnamespace and c.relkind = 'r' and a.attnum > 0"
-            " and not a.attisdropped and c.relname not like '\\_yoyo%%' and c.relname <> 'yoyo_lock'"
+            " and not a.attisdropped"
             " order by c.relname, a.attnum", [SCHEMA]):
         table, column = str(relname), str(attname)
         catalog.table_oids[relid] = table

@@ -40,7 +40,11 @@ def _message(exc: BaseException) -> str:
 
 
 def apply(url: str, source: Path | None = None) -> list[str]:
-    """Apply pending migrations one by one under yoyo's lock; return the ids applied."""
+    """Apply pending migrations one by one under yoyo's lock, then the idempotent layer
+    (post-apply.sql: ownership, grants, row-level security, reference data); return the ids applied.
+
+    Unlike `yoyo apply`, which runs post-apply only after it applied something, this runs it on
+    every call: it changes nothing when everything is in place, and repairs what drifted."""
     applied: list[str] = []
     with _backend(url, source) as (backend, migrations), backend.lock():
         pending = backend.to_apply(migrations)
@@ -52,8 +56,11 @@ def apply(url: str, source: Path | None = None) -> list[str]:
             except Exception as exc:
                 raise MigrationFailed(migration.id, _message(exc)) from exc
             applied.append(migration.id)
-        if pending:
-            backend.run_post_apply(pending)
+        for hook in migrations.post_apply:
+            try:
+                backend.apply_one(hook, mark=False)
+            except Exception as exc:
+                raise MigrationFailed(hook.id, _message(exc)) from exc
     return applied
 
 
@@ -73,7 +80,8 @@ def rollback_all(url: str, source: Path | None = None) -> list[str]:
 def status(url: str, source: Path | None = None) -> list[MigrationState]:
     """Every migration on disk, applied or pending, then any the database records that are not on
     disk. Read-only: it reads yoyo's table when there is one and never creates it (yoyo's own
-    backend creates its lock table on connect), in a READ ONLY transaction."""
+    backend creates its lock table on connect), in a READ ONLY transaction. The post-apply hook is
+    not a migration (yoyo records nothing for it, and runs it after every apply): not listed."""
     migrations = read_migrations(str(source or migrations_dir()))
     with connect(url) as conn:
         conn.read_only = True

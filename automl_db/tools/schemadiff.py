@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from automl_db.tools import catalog, scratch
-from automl_db.tools.catalog import NOT_YOYO, PROJECT_SCHEMA
+from automl_db.tools.catalog import PROJECT_SCHEMA
 from automl_db.tools.paths import schema_dir
 from automl_db.urls import connect
 
@@ -137,7 +137,7 @@ TABLES = f"""
            quote_ident(pg_get_userbyid(c.relowner)), c.relrowsecurity, c.relforcerowsecurity,
            obj_description(c.oid, 'pg_class'), {_acl("coalesce(c.relacl, acldefault('r', c.relowner))")}
       from pg_class c
-     where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'f') and {NOT_YOYO}"""
+     where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'f')"""
 
 COLUMNS = f"""
     select quote_ident(c.relname), quote_ident(a.attname),
@@ -154,7 +154,7 @@ COLUMNS = f"""
       join pg_class c on c.oid = a.attrelid
       join pg_type t on t.oid = a.atttypid
       left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-     where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'f') and {NOT_YOYO}
+     where c.relnamespace = {SCHEMA} and c.relkind in ('r', 'p', 'v', 'm', 'f')
        and a.attnum > 0 and not a.attisdropped"""
 
 # Not-null constraints (contype 'n', PostgreSQL 18) are the columns' NOT NULL.
@@ -162,14 +162,14 @@ CONSTRAINTS = f"""
     select quote_ident(c.relname), quote_ident(k.conname), k.oid::bigint, k.contype::text,
            pg_get_constraintdef(k.oid), obj_description(k.oid, 'pg_constraint')
       from pg_constraint k join pg_class c on c.oid = k.conrelid
-     where c.relnamespace = {SCHEMA} and k.contype <> 'n' and {NOT_YOYO}"""
+     where c.relnamespace = {SCHEMA} and k.contype <> 'n'"""
 
 # Indexes of their own; those of primary key, unique and exclusion constraints come with them.
 INDEXES = f"""
     select quote_ident(c.relname), quote_ident(ic.relname), i.indexrelid::bigint, pg_get_indexdef(i.indexrelid),
            obj_description(i.indexrelid, 'pg_class')
       from pg_index i join pg_class c on c.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid
-     where c.relnamespace = {SCHEMA} and {NOT_YOYO}
+     where c.relnamespace = {SCHEMA}
        and not exists (select from pg_constraint k where k.conindid = i.indexrelid and k.conrelid = i.indrelid
                           and k.contype in ('p', 'u', 'x'))"""
 
@@ -177,7 +177,7 @@ TRIGGERS = f"""
     select quote_ident(c.relname), quote_ident(t.tgname), t.oid::bigint, pg_get_triggerdef(t.oid),
            obj_description(t.oid, 'pg_trigger'), t.tgenabled::text
       from pg_trigger t join pg_class c on c.oid = t.tgrelid
-     where c.relnamespace = {SCHEMA} and not t.tgisinternal and {NOT_YOYO}"""
+     where c.relnamespace = {SCHEMA} and not t.tgisinternal"""
 
 POLICIES = f"""
     select quote_ident(c.relname), quote_ident(p.polname), p.oid::bigint,

@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from automl_db.errors import AutomlDbError
 from automl_db.tools import migrate, scratch
 from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
+from automl_db.tools.project import NAMESPACE, SCHEMA
 from automl_db.urls import connect, resolve_url
 
 DEFAULT_OUTPUT = (PROJECT_ROOT or Path.cwd()) / "docs" / "schema.md"
@@ -34,7 +35,6 @@ ROLES = ("automl_app", "automl_worker", "automl_billing", "automl_readonly")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 #: A column comment containing this marks a link that is not a foreign key on purpose.
 NOT_A_FOREIGN_KEY = re.compile(r"not a foreign key", re.IGNORECASE)
-_NOT_YOYO = "c.relname not like '\\_yoyo%%' and c.relname <> 'yoyo_lock'"
 _TRIGGER = re.compile(
     r"^CREATE (?:CONSTRAINT )?TRIGGER \S+ (?P<timing>BEFORE|AFTER|INSTEAD OF) (?P<events>.+?) ON \S+ "
     r".*?FOR EACH (?P<level>ROW|STATEMENT)(?: WHEN \((?P<when>.*)\))? EXECUTE (?:FUNCTION|PROCEDURE) \S+\(.*\)$")
@@ -117,11 +117,11 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
                case when c.relforcerowsecurity then 'enabled and forced'
                     when c.relrowsecurity then 'enabled' else 'off' end as rls
           from pg_class c
-         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and {_NOT_YOYO}
+         where c.relnamespace = {NAMESPACE} and c.relkind in ('r', 'p')
          order by c.relname""")]
     for table in tables:
         _read_table(cur, table)
-    types = cur.execute("""
+    types = cur.execute(f"""
         select t.typname as name, case t.typtype when 'e' then 'enum' else 'domain' end as kind,
                coalesce((select string_agg(e.enumlabel, ', ' order by e.enumsortorder)
                            from pg_enum e where e.enumtypid = t.oid),
@@ -131,9 +131,9 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
                               from pg_constraint k where k.contypid = t.oid and k.contype = 'c'), '')) as definition,
                obj_description(t.oid, 'pg_type') as comment
           from pg_type t
-         where t.typnamespace = 'public'::regnamespace and t.typtype in ('e', 'd')
+         where t.typnamespace = {NAMESPACE} and t.typtype in ('e', 'd')
          order by t.typtype desc, t.typname""").fetchall()
-    functions = cur.execute("""
+    functions = cur.execute(f"""
         select p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' as signature,
                pg_get_function_result(p.oid) as result, p.prosecdef as definer,
                obj_description(p.oid, 'pg_proc') as comment,
@@ -142,13 +142,13 @@ def read_catalog(conn: psycopg.Connection[Any]) -> Catalog:
                           where a.privilege_type = 'EXECUTE' and a.grantee <> p.proowner and a.grantee <> 0),
                         '') as callers
           from pg_proc p
-         where p.pronamespace = 'public'::regnamespace and p.prorettype <> 'trigger'::regtype
+         where p.pronamespace = {NAMESPACE} and p.prorettype <> 'trigger'::regtype
          order by p.proname, pg_get_function_identity_arguments(p.oid)""").fetchall()
     return Catalog(tables, types, functions)
 
 
 def _read_table(cur: psycopg.Cursor[dict[str, Any]], table: Table) -> None:
-    oid = f"'public.{table.name}'::regclass"
+    oid = f"'{SCHEMA}.{table.name}'::regclass"
     for r in cur.execute(f"""
             select a.attname, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull,
                    pg_get_expr(d.adbin, d.adrelid) as expr, a.attgenerated <> '' as generated,
@@ -182,10 +182,10 @@ def _read_table(cur: psycopg.Cursor[dict[str, Any]], table: Table) -> None:
              order by 1"""):
         kind = kinds.get(r["contype"], "unique index")
         definition = r["definition"]
-        if kind == "unique index":  # CREATE UNIQUE INDEX name ON public.t USING btree (...) -> the part that matters
+        if kind == "unique index":  # CREATE UNIQUE INDEX name ON automl.t USING btree (...) -> the part that matters
             definition = re.sub(r"^CREATE UNIQUE INDEX \S+ ON \S+ USING btree ", "UNIQUE ", definition)
         table.constraints.append(Constraint(r["conname"], kind, definition, r["comment"], list(r["columns"]),
-                                            (r["references"] or "").removeprefix("public.") or None, r["partial"]))
+                                            (r["references"] or "").removeprefix(f"{SCHEMA}.") or None, r["partial"]))
     for r in cur.execute(f"""
             select t.tgname, pg_get_triggerdef(t.oid) as definition, t.tgenabled,
                    p.proname || '()' as function, p.prosecdef, obj_description(p.oid, 'pg_proc') as comment
@@ -200,7 +200,7 @@ def _read_table(cur: psycopg.Cursor[dict[str, Any]], table: Table) -> None:
                                       r["function"], r["comment"], r["prosecdef"], enabled))
     for r in cur.execute("""
             select policyname, cmd, array_to_string(roles, ', ') as roles, qual, with_check
-              from pg_policies where schemaname = 'public' and tablename = %s order by policyname""", [table.name]):
+              from pg_policies where schemaname = %s and tablename = %s order by policyname""", [SCHEMA, table.name]):
         table.policies.append(Policy(r["policyname"], r["cmd"], r["roles"], r["qual"], r["with_check"]))
     # Privileges of the schema's roles: on the table, and on single columns.
     granted: dict[str, dict[str, set[str] | None]] = defaultdict(dict)
@@ -385,7 +385,7 @@ def migrated_database(server_url: str) -> Iterator[str]:
 
 def migration_ids() -> list[str]:
     return sorted(p.name.removesuffix(".sql") for p in migrations_dir().glob("*.sql")
-                  if not p.name.endswith(".rollback.sql"))
+                  if not p.name.endswith(".rollback.sql") and not p.name.startswith("post-apply"))
 
 
 def generate(url: str | None = None) -> str:
