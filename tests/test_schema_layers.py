@@ -19,7 +19,7 @@ import pytest
 from psycopg.rows import DictRow, dict_row
 
 from automl_db.errors import MigrationFailed
-from automl_db.tools import frozen, migrate, postapply, scratch
+from automl_db.tools import frozen, migrate, postapply
 from automl_db.tools.paths import PROJECT_ROOT, migrations_dir
 from automl_db.urls import with_user, yoyo_url
 from tests.catalog import snapshot
@@ -61,7 +61,7 @@ def copied_migrations(tmp_path: Path) -> Path:
 @pytest.fixture
 def empty_db(server_url: str, template_name: str) -> Iterator[str]:
     """An empty database (template_name: the roles exist and may log in locally)."""
-    with scratch_database(server_url, scratch.scratch_name("t", "layers")) as url:
+    with scratch_database(server_url, "t", "layers") as url:
         yield url
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automl_db.errors import AutomlDbError
+from automl_db.tools import project
 from automl_db.tools.paths import PROJECT_ROOT
 
 #: The forward migration. Fields: id, number, title, previous (the id it depends on).
@@ -18,6 +19,7 @@ FORWARD_TEMPLATE = """\
 -- {number} {title}: <what this migration changes, and why (issue N)>.
 -- Mirror every change in schema/: `automl-db diff` then finds no difference (it drafts SQL from schema/).
 -- depends: {previous}
+set local search_path = {schema}, public;
 set local lock_timeout = '5s';
 set local statement_timeout = '5min';
 
@@ -26,6 +28,7 @@ set local statement_timeout = '5min';
 #: The rollback: undoes the forward migration, newest change first.
 ROLLBACK_TEMPLATE = """\
 -- {number} rollback: <what rolling back {number} {title} restores>.
+set local search_path = {schema}, public;
 set local lock_timeout = '5s';
 set local statement_timeout = '5min';
 
@@ -97,7 +100,7 @@ def plan(name: str, directory: Path) -> NewMigration:
 def render(migration: NewMigration) -> tuple[str, str]:
     """The texts of the forward and rollback files."""
     number, name = migration.id.split(".", 1)
-    fields = {"id": migration.id, "number": number, "title": name.replace("-", " "),
+    fields = {"schema": project.SCHEMA, "id": migration.id, "number": number, "title": name.replace("-", " "),
               "previous": migration.depends or ""}
     forward = FORWARD_TEMPLATE.format(**fields)
     if migration.depends is None:  # the first migration depends on nothing

@@ -649,7 +649,8 @@ class Difference:
 
     def text(self) -> str:
         head = ["-- DRAFT (automl-db diff): from the catalog migrations/ builds to the one schema/ builds.",
-                "-- Review every statement before it goes into a migration (automl-db migration new NAME)."]
+                "-- Review every statement before it goes into a migration (automl-db migration new NAME).",
+                f"set local search_path = {PROJECT_SCHEMA}, public;"]
         notes = self.notes()
         if notes:
             tail = ["", "-- Not done by this draft (applied to a copy of the migrations' database, these still"
