@@ -1,0 +1,220 @@
+"""Review of the code generator (review2): each test is a way to make codegen produce wrong code
+without a refusal. Each passes once codegen either refuses the query (one line, file:line: name:)
+or generates code that is right."""
+
+import ast
+import types
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from automl_db import rows
+from automl_db.errors import InvalidInput
+from automl_db.runtime import JsonParam, checked, fetch_value
+from automl_db.tools import codegen
+from tests.test_codegen import write
+
+
+def generated(db_url: str, directory: Path) -> list[codegen.Query] | codegen.CodegenError:
+    """The described queries of directory, or the refusal."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        catalog = codegen.read_catalog(conn)
+        try:
+            queries = codegen.load_queries(conn, catalog, source=directory)
+            codegen.render_rows(catalog, queries)
+            for path in {q.path for q in queries}:
+                codegen.render_module(path, [q for q in queries if q.path == path])
+        except codegen.CodegenError as exc:
+            return exc
+    return queries
+
+
+def columns(db_url: str, directory: Path) -> dict[str, dict[str, codegen.Column]] | None:
+    """query -> column -> Column; None when codegen refused (a refusal is an acceptable answer)."""
+    found = generated(db_url, directory)
+    if isinstance(found, codegen.CodegenError):
+        return None
+    return {q.name: {c.name: c for c in q.columns} for q in found}
+
+
+# Nullability codegen gets wrong
+
+
+def test_rollup_cube_and_grouping_sets_make_the_grouped_columns_nullable(db_url: str, tmp_path: Path) -> None:
+    """The subtotal rows of ROLLUP / CUBE / GROUPING SETS hold NULL in the grouped columns."""
+    write(tmp_path, "g.sql", "-- name: by_status()\n-- Jobs per status and a total.\n"
+                             "select status, count(*) as n from jobs group by rollup(status);\n\n"
+                             "-- name: by_tier()\n-- Per tier, cubed.\nselect tier from users group by cube(tier);\n")
+    found = columns(db_url, tmp_path)
+    if found is not None:
+        assert found["by_status"]["status"].nullable, "rollup(status) has a row with status NULL"
+        assert found["by_tier"]["tier"].nullable, "cube(tier) has a row with tier NULL"
+
+
+@pytest.mark.parametrize("expression", [
+    "concat_ws(e, 'a', 'b')",  # NULL separator: NULL
+    "format(e)",  # NULL format string: NULL
+    "'{\"a\": 1}'::jsonb @@ '$.a'",  # the path's result is not a boolean: NULL
+    "(lseg '[(0,0),(1,1)]' # lseg '[(5,0),(6,1)]')::text",  # no intersection: NULL
+])
+def test_functions_and_operators_that_return_null_for_some_inputs(db_url: str, tmp_path: Path,
+                                                                   expression: str) -> None:
+    source = "(values (null::text)) as v(e)"  # e may be NULL (and is)
+    write(tmp_path, "f.sql", f"-- name: f()\n-- Case.\nselect {expression} as v from {source};\n")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute(f"select {expression} from {source}").fetchone() == (None,)
+    found = columns(db_url, tmp_path)
+    if found is not None:
+        assert found["f"]["v"].nullable, f"{expression} returned NULL but is typed non-null"
+
+
+def test_a_required_json_parameter_refuses_none(db_url: str) -> None:
+    """A required parameter is inferred never NULL (ParamRef -> False), but JsonParam lets None through:
+    `select jsonb_typeof(:doc) as t` is then typed `t: str` and returns NULL."""
+
+    @checked
+    def f(conn: psycopg.Connection[Any], *, doc: JsonParam) -> object:
+        return doc
+
+    with psycopg.connect(db_url) as conn, pytest.raises(InvalidInput):
+        f(conn, doc=None)
+
+
+def test_array_elements_that_may_be_null_are_typed_so(db_url: str, tmp_path: Path) -> None:
+    write(tmp_path, "a.sql", "-- name: emails()^\n-- All e-mails.\nselect array_agg(email) as a from users;\n")
+    found = columns(db_url, tmp_path)
+    if found is not None:
+        assert found["emails"]["a"].annotation == "list[str | None]"
+
+
+# Python that is wrong although codegen accepted it
+
+
+def test_a_value_query_returns_the_type_it_declares(db_url: str, tmp_path: Path) -> None:
+    """A `$` query of an enum is annotated JobStatus | None but returns a plain str (no validation)."""
+    path = write(tmp_path, "v.sql", "-- name: a_status()$\n-- An enum value.\nselect 'queued'::job_status;\n")
+    found = generated(db_url, tmp_path)
+    assert not isinstance(found, codegen.CodegenError)
+    module = types.ModuleType("generated_v")
+    exec(compile(codegen.render_module(path, found), "v", "exec"), module.__dict__)
+    with psycopg.connect(db_url) as conn:
+        value = module.a_status(conn)
+    assert isinstance(value, rows.JobStatus), type(value)
+
+
+def test_percent_in_a_query_with_parameters_is_refused_or_runs(db_url: str, tmp_path: Path) -> None:
+    """Codegen prepares the SQL happily; psycopg refuses a lone % whenever parameters are passed."""
+    write(tmp_path, "p.sql", "-- name: by_prefix(prefix)\n-- E-mails starting with prefix.\n"
+                             "select id from users where email like :prefix || '%';\n")
+    found = generated(db_url, tmp_path)
+    if isinstance(found, codegen.CodegenError):
+        return
+    with psycopg.connect(db_url) as conn:
+        fetch_value(conn, found[0].sql, {"prefix": "a"}, "by_prefix")  # QueryError: only '%s'... allowed
+
+
+def test_percent_percent_means_the_same_with_and_without_parameters(db_url: str, tmp_path: Path) -> None:
+    """`%%` is prepared as `%` by codegen, and sent as `%` with parameters, but as `%%` without."""
+    write(tmp_path, "p.sql", "-- name: hundred()$\n-- Text.\nselect '100%%'::text;\n")
+    found = generated(db_url, tmp_path)
+    if isinstance(found, codegen.CodegenError):
+        return
+    with psycopg.connect(db_url) as conn:
+        assert fetch_value(conn, found[0].sql, None, "hundred") == "100%"
+
+
+def test_two_queries_never_share_a_row_model(db_url: str, tmp_path: Path) -> None:
+    """get_user_2 and get_user2 are both GetUser2Row: one shape silently replaces the other, here typing
+    a column that may be NULL as non-null."""
+    write(tmp_path, "u.sql", "-- name: get_user2()^\n-- An e-mail, maybe NULL.\nselect email from users;\n\n"
+                             "-- name: get_user_2()^\n-- Never NULL.\nselect 'x'::text as email;\n")
+    found = generated(db_url, tmp_path)
+    if isinstance(found, codegen.CodegenError):
+        return
+    assert len({q.row_model for q in found}) == 2, [q.row_model for q in found]
+
+
+def test_two_queries_never_share_a_sql_constant(db_url: str, tmp_path: Path) -> None:
+    """getValue and getvalue both define GETVALUE: getValue() runs getvalue's SQL."""
+    write(tmp_path, "v.sql", "-- name: getValue()$\n-- One.\nselect 1;\n\n-- name: getvalue()$\n-- Two.\nselect 2;\n")
+    found = generated(db_url, tmp_path)
+    if isinstance(found, codegen.CodegenError):
+        return
+    module = codegen.render_module(tmp_path / "v.sql", found)
+    assert module.count('GETVALUE = r"""') <= 1
+
+
+@pytest.mark.parametrize("text", [
+    "-- name: by_conn(conn)^\n-- A parameter named conn.\nselect 1 as a where 1 = :conn::int;\n",
+    "-- name: by_locals(locals)^\n-- A parameter named locals.\nselect 1 as a where 1 = :locals::int;\n",
+    "-- name: fetch_one()^\n-- Shadows the runtime helper.\nselect 1 as a;\n\n"
+    "-- name: other()^\n-- Uses it.\nselect 2 as b;\n",
+    "-- name: checked()$\n-- Shadows the decorator.\nselect 1;\n\n-- name: later()$\n-- Decorated by it.\nselect 2;\n",
+    "-- name: config()^\n-- A column pydantic refuses.\nselect 1 as model_config;\n",
+    "-- name: hidden()^\n-- A column pydantic takes for a private attribute.\nselect 1 as _x, 2 as y;\n",
+])
+def test_generated_code_that_cannot_run_is_refused(db_url: str, tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, "q.sql", text)
+    found = generated(db_url, tmp_path)
+    if isinstance(found, codegen.CodegenError):
+        assert str(found).startswith(f"{path}:"), found
+        return
+    rows_module = types.ModuleType("automl_db.rows")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        catalog = codegen.read_catalog(conn)
+        exec(compile(codegen.render_rows(catalog, found), "rows", "exec"), rows_module.__dict__)
+        module = types.ModuleType("generated_q")
+        module.__dict__.update({k: v for k, v in rows_module.__dict__.items() if k.endswith("Row")})
+        source = "\n".join(line for line in codegen.render_module(path, found).splitlines()
+                           if not line.startswith("from automl_db.rows import"))
+        exec(compile(source, "q", "exec"), module.__dict__)
+        for query in found:
+            arguments = dict.fromkeys(query.params, 1)
+            result = getattr(module, query.name)(conn, **arguments)
+            if query.row_model:
+                result = result.model_dump() if hasattr(result, "model_dump") else result
+                assert set(result) == {c.name for c in query.columns}, result
+
+
+def test_a_query_name_starting_with_a_non_ascii_letter_is_generated_or_refused(tmp_path: Path) -> None:
+    """aiosql loads `ünits`; codegen's name pattern does not see it, and drops the query silently."""
+    write(tmp_path, "u.sql", "-- name: first()^\n-- First.\nselect 1 as a;\n\n"
+                             "-- name: ünits()^\n-- Second.\nselect 2 as b;\n")
+    try:
+        names = [q.name for q in codegen.read_queries(tmp_path)]
+    except codegen.CodegenError:
+        return
+    assert "ünits" in names, names
+
+
+# Refusals must name the file, the line and the query
+
+
+@pytest.mark.parametrize("text", [
+    "-- name: clock()^\n-- A time of day.\nselect now()::time as t;\n",
+    "-- name: letter()^\n-- A \"char\".\nselect 'a'::\"char\" as c;\n",
+])
+def test_an_unsupported_type_is_refused_at_the_query(db_url: str, tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, "t.sql", text)
+    found = generated(db_url, tmp_path)
+    assert isinstance(found, codegen.CodegenError)
+    assert str(found).startswith(f"{path}:1: "), found
+
+
+def test_a_python_keyword_parameter_is_refused_at_the_query(tmp_path: Path) -> None:
+    path = write(tmp_path, "k.sql", "-- name: by_class(class)^\n-- A keyword.\nselect 1 as a where 1 = :class;\n")
+    with pytest.raises(codegen.CodegenError) as caught:
+        codegen.read_queries(tmp_path)
+    assert str(caught.value).startswith(f"{path}:1: by_class: ")
+
+
+@pytest.mark.parametrize("description", ['Jobs whose status is "done"', r"Files under C:\Users\new"])
+def test_any_description_gives_valid_python(db_url: str, tmp_path: Path, description: str) -> None:
+    path = write(tmp_path, "d.sql", f"-- name: described()^\n-- {description}\nselect 1 as a;\n")
+    found = generated(db_url, tmp_path)
+    assert not isinstance(found, codegen.CodegenError)
+    module = codegen.render_module(path, found)
+    ast.parse(module)
+    compile(module, "d", "exec")
