@@ -32,17 +32,29 @@ Columns = list[tuple[str, Null]]
 
 #: Functions that never return NULL, whatever their arguments.
 NEVER_NULL = frozenset({"now", "clock_timestamp", "statement_timestamp", "transaction_timestamp",
-                        "gen_random_uuid", "random", "concat", "concat_ws", "format", "pg_backend_pid",
+                        "gen_random_uuid", "random", "concat", "pg_backend_pid",
                         "txid_current", "current_schema", "current_database", "version"})
 #: Strict functions that return a value for every non-NULL argument.
 NEVER_NULL_FOR_NON_NULL = frozenset({"cardinality", "length", "char_length", "octet_length", "lower", "upper",
                                      "abs", "round", "trunc", "floor", "ceil", "md5", "btrim", "trim",
                                      "date_trunc", "to_jsonb", "jsonb_typeof", "jsonb_build_object",
                                      "jsonb_build_array", "lpad", "rpad", "left", "right", "replace"})
+#: Functions NULL exactly when their first argument is (concat_ws's separator, format's format string).
+NULL_WITH_FIRST_ARGUMENT = frozenset({"concat_ws", "format"})
 #: Window functions that number rows: never NULL.
 RANKING = frozenset({"row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile"})
 #: Operators whose result may be NULL for non-NULL operands.
 MAYBE_NULL_OPERATORS = frozenset({"->", "->>", "#>", "#>>"})
+#: The built-in operators known to return a value for non-NULL operands: comparison, arithmetic,
+#: concatenation, pattern matching (LIKE, ILIKE, SIMILAR TO, regular expressions), BETWEEN, IN, and
+#: containment / overlap / key existence. Any other operator with non-NULL operands cannot be told
+#: (jsonb @@, geometric #... return NULL for some inputs).
+NON_NULL_OPERATORS = frozenset({
+    "=", "<>", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", "^", "||", "|/", "@",
+    "~~", "!~~", "~~*", "!~~*", "~", "!~", "~*", "!~*",
+    "BETWEEN", "NOT BETWEEN", "BETWEEN SYMMETRIC", "NOT BETWEEN SYMMETRIC",
+    "@>", "<@", "&&", "?", "?|", "?&",
+})
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,9 @@ class Analyzer:
     search_path: Sequence[str]
     functions: dict[str, tuple[bool | None, str]]
     optional: set[int] = field(default_factory=set)
+    #: the expressions of the ROLLUP / CUBE / GROUPING SETS of the SELECT being read: NULL in the
+    #: rows of the sets that leave them out
+    _grouped: list[ast.Node] = field(default_factory=list)
 
     def columns(self, stmt: ast.Node | None) -> Columns | None:
         """The result columns of a statement (name, nullable), or None when their list is unknown."""
@@ -103,7 +118,11 @@ class Analyzer:
             return [(f"column{i + 1}", _any_may(*(self._expr(row[i], []) for row in rows)))
                     for i in range(len(rows[0]))]
         scope = self._from(stmt.fromClause or (), ctes, outer=False)
-        return self._targets(stmt.targetList or (), scope)
+        outer_grouped, self._grouped = self._grouped, _grouping_sets(stmt.groupClause or ())
+        try:
+            return self._targets(stmt.targetList or (), scope)
+        finally:
+            self._grouped = outer_grouped
 
     def _targets(self, targets: Iterable[ast.ResTarget], scope: list[Relation]) -> Columns | None:
         out: Columns = []
@@ -113,7 +132,8 @@ class Analyzer:
                 expanded = self._star(value, scope)
                 if expanded is None:
                     return None
-                out += expanded
+                grouped = {_name(g.fields[-1]) for g in self._grouped if isinstance(g, ast.ColumnRef) and g.fields}
+                out += [(name, True if name in grouped else null) for name, null in expanded]
             else:
                 out.append((target.name or _derived_name(value), self._expr(value, scope)))
         return out
@@ -202,6 +222,8 @@ class Analyzer:
     def _expr(self, node: ast.Node | None, scope: list[Relation]) -> Null:
         if node is None:
             return True
+        if self._grouped and _in_grouping_set(node, self._grouped):
+            return True  # the rows of the sets that leave it out hold NULL
         if isinstance(node, ast.A_Const):
             return bool(node.isnull)
         if isinstance(node, ast.ParamRef):
@@ -243,6 +265,8 @@ class Analyzer:
         found = _strict(self._expr(o, scope) for o in operands)
         if kind in ("AEXPR_OP_ANY", "AEXPR_OP_ALL") and found is False:
             return None  # x = any(array): NULL when the array holds a NULL and no element matches
+        if found is False and operator not in NON_NULL_OPERATORS:
+            return None  # an operator not known to return a value for every non-NULL operand
         return found
 
     def _call(self, node: ast.FuncCall, scope: list[Relation]) -> Null:
@@ -254,12 +278,38 @@ class Analyzer:
             return True
         if name in NEVER_NULL:
             return False
+        if name in NULL_WITH_FIRST_ARGUMENT and node.args:
+            return self._expr(node.args[0], scope)
         arguments = _strict(self._expr(a, scope) for a in node.args or ())
         if strict and arguments is True:
             return True
         if strict and arguments is False and name in NEVER_NULL_FOR_NON_NULL:
             return False
         return None
+
+
+def _grouping_sets(clause: Iterable[ast.Node]) -> list[ast.Node]:
+    """The expressions inside the ROLLUP / CUBE / GROUPING SETS of a GROUP BY clause."""
+    found: list[ast.Node] = []
+    stack = [item for item in clause if isinstance(item, ast.GroupingSet)]
+    while stack:
+        item = stack.pop()
+        for member in item.content or ():
+            if isinstance(member, ast.GroupingSet):
+                stack.append(member)
+            elif isinstance(member, ast.RowExpr):  # rollup((a, b))
+                found += list(member.args or ())
+            else:
+                found.append(member)
+    return found
+
+
+def _in_grouping_set(node: ast.Node, grouped: list[ast.Node]) -> bool:
+    """Whether node is one of the grouped expressions (a column: by its name, whatever its qualifier)."""
+    if isinstance(node, ast.ColumnRef) and node.fields:
+        return any(isinstance(g, ast.ColumnRef) and g.fields and _name(g.fields[-1]) == _name(node.fields[-1])
+                   for g in grouped)
+    return any(node == g for g in grouped)
 
 
 def _name(node: ast.Node) -> str:
