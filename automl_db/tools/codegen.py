@@ -448,7 +448,7 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query) -> N
         for name in names:
             if problem := column_problem(name):
                 raise query.error(f'result column "{name}" {problem}')
-    inferred = infer(catalog, query, len(names))
+    inferred, elements = infer(catalog, query, len(names))
     for i, name in enumerate(names):
         table_oid, attnum = described.ftable(i), described.ftablecol(i)
         source = catalog.attributes.get((table_oid, attnum))
@@ -457,6 +457,8 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query) -> N
             annotation, is_json = python_type(catalog, described.ftype(i), table, source[0] if source else None)
         except CodegenError as exc:
             raise query.error(f'result column "{name}": {exc}') from None
+        if elements[i] is True and annotation.startswith("list[") and annotation.count("[") == 1:
+            annotation = f"list[{annotation[5:-1]} | None]"  # array_agg(x) of an x that may be NULL...
         null = True if name in nullable else False if name in not_null else inferred[i]
         if null is None:
             raise query.error(f'cannot tell whether column "{name}" can be null; add an override'
@@ -464,17 +466,21 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query) -> N
         query.columns.append(Column(name, annotation, null, is_json))
 
 
-def infer(catalog: Catalog, query: Query, count: int) -> list[bool | None]:
-    """Whether each of the count result columns can be NULL (None: cannot tell). A value query's one
-    column is Optional anyway (no row reads as None), and nothing reads a `!` or `#` query's."""
-    if query.operation not in (SQLOperationType.SELECT, SQLOperationType.SELECT_ONE):
-        return [True] * count
+def infer(catalog: Catalog, query: Query, count: int) -> tuple[list[bool | None], list[bool | None]]:
+    """Whether each of the count result columns can be NULL (None: cannot tell), and whether the
+    elements of each (an array) can be (None: not told; the elements are then typed non-null). A value
+    query's one column is Optional anyway (no row reads as None), and nothing reads a `!` or `#` query's."""
     optional = {i + 1 for i, name in enumerate(query.order) if name in query.marks["optional"]}
     analyzer = Analyzer(catalog.relations, (SCHEMA, "pg_catalog"), catalog.functions, optional)
+    elements = analyzer.elements(query.tree) if query.tree is not None else None
+    if elements is None or len(elements) != count:
+        elements = [None] * count
+    if query.operation not in (SQLOperationType.SELECT, SQLOperationType.SELECT_ONE):
+        return [True] * count, elements
     columns = analyzer.columns(query.tree) if query.tree is not None else None
     if columns is None or len(columns) != count:
-        return [None] * count
-    return [null for _, null in columns]
+        return [None] * count, elements
+    return [null for _, null in columns], elements
 
 
 def load_queries(conn: psycopg.Connection[Any], catalog: Catalog, source: Path | None = None) -> list[Query]:

@@ -86,6 +86,37 @@ class Analyzer:
         """The result columns of a statement (name, nullable), or None when their list is unknown."""
         return self._outputs(stmt, {})
 
+    def elements(self, stmt: ast.Node | None) -> list[Null] | None:
+        """Whether the elements of each result column (an array) can be NULL, where the expression
+        tells (array_agg(x): as x; ARRAY[...]: as its elements), else None; None for the whole list when
+        the statement is not a plain SELECT (a set operation, a star...)."""
+        if not isinstance(stmt, ast.SelectStmt) or stmt.op != SetOperation.SETOP_NONE or stmt.valuesLists:
+            return None
+        ctes: dict[str, Columns | None] = {}
+        if stmt.withClause is not None:
+            for cte in stmt.withClause.ctes or ():
+                columns = None if stmt.withClause.recursive else self._outputs(cte.ctequery, ctes)
+                ctes[cte.ctename] = _renamed(columns, cte.aliascolnames)
+        scope = self._from(stmt.fromClause or (), ctes, outer=False)
+        found: list[Null] = []
+        for target in stmt.targetList or ():
+            value = target.val
+            if isinstance(value, ast.ColumnRef) and value.fields and isinstance(value.fields[-1], ast.A_Star):
+                return None
+            found.append(self._element(value, scope))
+        return found
+
+    def _element(self, node: ast.Node | None, scope: list[Relation]) -> Null:
+        if isinstance(node, ast.TypeCast | ast.CollateClause):
+            return self._element(node.arg, scope)
+        if isinstance(node, ast.A_ArrayExpr):
+            return _any_may(*(self._expr(e, scope) for e in node.elements or ()))
+        if isinstance(node, ast.FuncCall) and _name((node.funcname or ("",))[-1]) == "array_agg" and node.args:
+            return self._expr(node.args[0], scope)
+        if isinstance(node, ast.CoalesceExpr):
+            return _any_may(*(self._element(a, scope) for a in node.args or ()))
+        return None
+
     # statements
 
     def _outputs(self, stmt: ast.Node | None, ctes: dict[str, Columns | None]) -> Columns | None:
