@@ -10,7 +10,9 @@ bounded_jsonb). A refusal is InvalidInput naming the parameter, and nothing was 
 Every generated function runs its statement through one of the helpers below (fetch_one, fetch_all,
 fetch_value, execute, run_script, and their _async twins): they alone fetch and validate rows, and
 turn failures into the typed errors of automl_db.errors (a server error by `translate`, a value the
-code cannot represent as DataUnreadable).
+code cannot represent as DataUnreadable). They always pass psycopg a parameter mapping (an empty one
+when the statement has no parameter), so `%%` in the SQL is always a literal `%`, as codegen prepared
+it; a value query's value is validated as the generated function's declared type.
 """
 
 import functools

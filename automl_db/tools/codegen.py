@@ -2,6 +2,8 @@
 
     python -m automl_db.tools.codegen          # (just codegen) rewrite the generated modules
     python -m automl_db.tools.codegen --check  # fail when they are stale (CI)
+    python -m automl_db.tools.codegen --queries DIR --check      # try other queries: refusals only
+    python -m automl_db.tools.codegen --queries DIR --out OUTDIR  # ... and write their code under OUTDIR
 
 Every named query in queries/*.sql (aiosql syntax) is parsed by pglast, PostgreSQL's own parser,
 then prepared on a fresh database the migrations built: libpq's describe gives the type of each
@@ -22,7 +24,14 @@ Refused, each as one line `queries/x.sql:LINE: query_name: reason` on stderr and
 PostgreSQL's parser or the database refuses (the line of the error), a query name used twice (in one
 file or across files: both places), a query without a description, a result column whose nullability
 cannot be told and has no override, a result column name used twice, an override naming no result
-column or parameter. An unreachable database or a migration that fails is one line too.
+column or parameter, a type without a Python type, a lone `%` (psycopg reads the SQL with a parameter
+mapping, always: write `%%` for a literal percent sign), a query whose generated names (get_user,
+get_user_async, GET_USER, GetUserRow) another query's generate too or that shadow a name the generated
+modules use (fetch_one, checked, locals, UUID...), a query, parameter or result column name that is not
+a Python identifier, is a keyword or changes under NFKC normalization, a parameter named conn, a result
+column pydantic cannot take as a field (unnamed `?column?`, a leading _, model_config...), a file name
+that is not a module name (my-queries.sql, __init__.sql). An unreachable database or a migration that
+fails is one line too.
 
 Outputs (committed, checked for staleness in CI), each with a "do not edit" header:
     automl_db/rows.py              a StrEnum per PostgreSQL enum, a Pydantic model per table and per

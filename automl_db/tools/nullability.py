@@ -9,16 +9,24 @@ for an override). The rules, most specific first:
   subquery's column as that query's column, a set operation's (UNION...) when any branch's may be;
 * literals: NULL may be, any other never; parameters: the ones marked optional may be, the others
   never (their Python type refuses None); casts keep their operand's answer;
+* under GROUP BY ROLLUP / CUBE / GROUPING SETS, the grouped expressions may be NULL (the rows of the
+  sets that leave them out);
 * coalesce, greatest and least are NULL only when all their arguments may be; CASE when any branch
   may be (a CASE without ELSE may be); IS [NOT] NULL, IS [NOT] DISTINCT FROM, EXISTS, ARRAY(...),
   now(), current_timestamp and the like never; a scalar subquery may be (it can find no row);
 * count() and the ranking window functions (row_number, rank...) never; other aggregates and window
   functions may be (no row in the group, no row at the offset);
+* concat_ws and format are NULL exactly when their first argument is;
 * the JSON operators -> ->> #> #>> may be NULL (a missing key); other operators, and strict
   functions, are NULL when an operand may be; with operands that are never NULL, an operator is
-  never NULL (but `x = any(array)` cannot be told: the array may hold a NULL), a function only when
-  listed in NEVER_NULL_FOR_NON_NULL (a function may return NULL from anything); anything else
-  cannot be told.
+  never NULL only when listed in NON_NULL_OPERATORS (comparison, arithmetic, ||, LIKE, regular
+  expressions, containment...; `x = any(array)` cannot be told: the array may hold a NULL), a
+  function only when listed in NEVER_NULL_FOR_NON_NULL (a function may return NULL from anything);
+  anything else cannot be told.
+
+Array elements (Analyzer.elements): array_agg(x) holds NULLs when x may be NULL, ARRAY[...] when one
+of its elements may be; an array from anywhere else (a table column, a function) is typed as holding
+none: PostgreSQL keeps no such constraint, so that is an assumption of the generated code.
 """
 
 from collections.abc import Iterable, Sequence

@@ -1,6 +1,6 @@
-"""Review of the code generator (review2): each test is a way to make codegen produce wrong code
-without a refusal. Each passes once codegen either refuses the query (one line, file:line: name:)
-or generates code that is right."""
+"""Codegen's soundness: each test is a way codegen used to produce wrong code without a refusal (found
+in review). Each holds when codegen either refuses the query (one line, file:line: name: reason) or
+generates code that is right; the tests at the end pin down which of the two it does."""
 
 import ast
 import types
@@ -11,10 +11,10 @@ import psycopg
 import pytest
 
 from automl_db import rows
-from automl_db.errors import InvalidInput
-from automl_db.runtime import JsonParam, checked, fetch_value
+from automl_db.errors import DataUnreadable, InvalidInput
+from automl_db.runtime import JsonParam, checked, fetch_value, run_script
 from automl_db.tools import codegen
-from tests.test_codegen import write
+from tests.test_codegen import run_codegen, write
 
 
 def generated(db_url: str, directory: Path) -> list[codegen.Query] | codegen.CodegenError:
@@ -218,3 +218,84 @@ def test_any_description_gives_valid_python(db_url: str, tmp_path: Path, descrip
     module = codegen.render_module(path, found)
     ast.parse(module)
     compile(module, "d", "exec")
+
+
+# Which answer codegen gives
+
+
+def test_grouping_sets_make_grouped_expressions_nullable_and_leave_aggregates_alone(db_url: str,
+                                                                                  tmp_path: Path) -> None:
+    write(tmp_path, "g.sql", "-- name: by_status()\n-- Per status and in all.\n"
+                             "select j.status, lower(j.status::text) as l, count(*) as n, max(j.created_at) as m,"
+                             " j.user_id from jobs j group by grouping sets ((j.status), ()), j.user_id;\n")
+    found = columns(db_url, tmp_path)
+    assert found is not None
+    assert {name: c.nullable for name, c in found["by_status"].items()} == {
+        "status": True, "l": True, "n": False, "m": True, "user_id": False}
+
+
+def test_a_lone_percent_is_refused_at_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.sql", "-- name: by_prefix(prefix)\n-- E-mails starting with prefix.\n"
+                                    "select id from users\n where email like :prefix || '%';\n")
+    with pytest.raises(codegen.CodegenError) as caught:
+        codegen.read_queries(tmp_path)
+    assert str(caught.value) == f"{path}:4: by_prefix: use %% for a literal percent sign"
+
+
+def test_percent_percent_is_a_percent_in_a_script_too(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        run_script(conn, "create temporary table percent (t text); insert into percent values ('100%%')")
+        assert conn.execute("select t from percent").fetchone() == ("100%",)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("-- name: x()$\n-- One.\nselect 1;\n\n-- name: x_async()$\n-- Two.\nselect 2;\n",
+     ":5: x_async: the generated name x_async is also generated for the query at "),
+    ("-- name: uuid()$\n-- Shadows the UUID import.\nselect 1;\n", ":1: uuid: the generated name UUID shadows"),
+    ("-- name: \ufb01nd()$\n-- Not NFKC.\nselect 1;\n", ":1: \ufb01nd: the query name changes under Unicode NFKC"),
+    ("-- name: by_id(fetch_all)$\n-- Shadows a helper.\nselect :fetch_all::int;\n",
+     ":1: by_id: parameter fetch_all shadows a name the generated function uses"),
+])
+def test_names_the_generated_code_cannot_use_are_refused(tmp_path: Path, text: str, reason: str) -> None:
+    path = write(tmp_path, "n.sql", text)
+    with pytest.raises(codegen.CodegenError) as caught:
+        codegen.read_queries(tmp_path)
+    assert str(caught.value).startswith(f"{path}{reason}"), caught.value
+
+
+@pytest.mark.parametrize("name", ["my-queries.sql", "__init__.sql", "class.sql"])
+def test_a_file_name_that_is_no_module_name_is_refused(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, name, "-- name: one()$\n-- One.\nselect 1;\n")
+    with pytest.raises(codegen.CodegenError) as caught:
+        codegen.read_queries(tmp_path)
+    assert str(caught.value).startswith(f"{path}:1: {path.stem}: the file name "), caught.value
+
+
+def test_an_unsupported_parameter_type_is_refused_at_the_query(db_url: str, tmp_path: Path) -> None:
+    path = write(tmp_path, "t.sql", "-- name: at(t)$\n-- A time of day.\nselect :t::time;\n")
+    found = generated(db_url, tmp_path)
+    assert isinstance(found, codegen.CodegenError)
+    assert str(found) == f"{path}:1: at: parameter t: no Python type for PostgreSQL type time"
+
+
+def test_an_optional_json_parameter_still_accepts_none(db_url: str) -> None:
+    @checked
+    def f(conn: psycopg.Connection[Any], *, doc: JsonParam | None = None) -> object:
+        return doc
+
+    with psycopg.connect(db_url) as conn:
+        assert f(conn, doc=None) is None
+
+
+def test_a_value_psycopg_cannot_load_is_data_unreadable(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn, pytest.raises(DataUnreadable, match="date too large"):
+        fetch_value(conn, "select 'infinity'::date", None, "forever")
+
+
+def test_other_queries_never_overwrite_the_committed_modules(tmp_path: Path) -> None:
+    write(tmp_path, "other.sql", "-- name: one()$\n-- One.\nselect 1;\n")
+    result = run_codegen("--queries", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("codegen: --queries DIR leaves the committed generated modules alone")
+    assert len(result.stderr.splitlines()) == 1
+    assert not result.stdout
