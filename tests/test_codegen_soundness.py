@@ -227,11 +227,12 @@ def test_grouping_sets_make_grouped_expressions_nullable_and_leave_aggregates_al
                                                                                   tmp_path: Path) -> None:
     write(tmp_path, "g.sql", "-- name: by_status()\n-- Per status and in all.\n"
                              "select j.status, lower(j.status::text) as l, count(*) as n, max(j.created_at) as m,"
-                             " j.user_id from jobs j group by grouping sets ((j.status), ()), j.user_id;\n")
+                             " grouping(j.status) as g, j.user_id"
+                             " from jobs j group by grouping sets ((j.status), ()), j.user_id;\n")
     found = columns(db_url, tmp_path)
     assert found is not None
     assert {name: c.nullable for name, c in found["by_status"].items()} == {
-        "status": True, "l": True, "n": False, "m": True, "user_id": False}
+        "status": True, "l": True, "n": False, "m": True, "g": False, "user_id": False}
 
 
 def test_a_lone_percent_is_refused_at_its_line(tmp_path: Path) -> None:
@@ -261,6 +262,13 @@ def test_names_the_generated_code_cannot_use_are_refused(tmp_path: Path, text: s
     with pytest.raises(codegen.CodegenError) as caught:
         codegen.read_queries(tmp_path)
     assert str(caught.value).startswith(f"{path}{reason}"), caught.value
+
+
+def test_a_query_named_as_a_class_the_module_imports_is_refused(db_url: str, tmp_path: Path) -> None:
+    path = write(tmp_path, "s.sql", "-- name: JobStatus()$\n-- Shadows the enum.\nselect 'queued'::job_status;\n")
+    found = generated(db_url, tmp_path)
+    assert isinstance(found, codegen.CodegenError)
+    assert str(found).startswith(f"{path}:1: JobStatus: the generated name JobStatus shadows a name the module imports")
 
 
 @pytest.mark.parametrize("name", ["my-queries.sql", "__init__.sql", "class.sql"])

@@ -615,6 +615,10 @@ def render_module(path: Path, queries: list[Query]) -> str:
             conn = "AsyncConnection[Any]" if asynchronous else "Connection[Any]"
             body += ["", "@checked", f"{prefix}def {query.name}{suffix}(conn: {conn}{signature(query)}) -> {result}:",
                      f'    """{doc}"""', f"    return {wait}{helper}{suffix}({call})", ""]
+    imported = {name for line in imports(annotations) for name in line.partition(" import ")[2].split(", ")}
+    for query in queries:
+        if clash := sorted({query.name, f"{query.name}_async", query.name.upper()} & imported):
+            raise query.error(f"the generated name {clash[0]} shadows a name the module imports; rename the query")
     lines = [header(f"queries/{path.name}"), *imports(annotations),
              f"from automl_db.runtime import {', '.join(sorted(helpers))}", "", *body]
     return "\n".join(lines).rstrip() + "\n"

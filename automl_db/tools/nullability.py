@@ -276,7 +276,8 @@ class Analyzer:
         if isinstance(node, ast.CaseExpr):
             results = [w.result for w in node.args or ()] + [node.defresult]
             return _any_may(*(self._expr(r, scope) for r in results))
-        if isinstance(node, ast.NullTest | ast.BooleanTest | ast.SQLValueFunction | ast.A_ArrayExpr | ast.RowExpr):
+        if isinstance(node, ast.NullTest | ast.BooleanTest | ast.SQLValueFunction | ast.A_ArrayExpr | ast.RowExpr
+                      | ast.GroupingFunc):
             return False
         if isinstance(node, ast.SubLink):
             if node.subLinkType in (SubLinkType.EXISTS_SUBLINK, SubLinkType.ARRAY_SUBLINK):
