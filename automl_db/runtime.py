@@ -10,7 +10,9 @@ bounded_jsonb). A refusal is InvalidInput naming the parameter, and nothing was 
 Every generated function runs its statement through one of the helpers below (fetch_one, fetch_all,
 fetch_value, execute, run_script, and their _async twins): they alone fetch and validate rows, and
 turn failures into the typed errors of automl_db.errors (a server error by `translate`, a value the
-code cannot represent as DataUnreadable).
+code cannot represent as DataUnreadable). They always pass psycopg a parameter mapping (an empty one
+when the statement has no parameter), so `%%` in the SQL is always a literal `%`, as codegen prepared
+it; a value query's value is validated as the generated function's declared type.
 """
 
 import functools
@@ -59,6 +61,20 @@ M = TypeVar("M", bound=BaseModel)
 Params = dict[str, Any] | None
 
 
+def _params(params: Params) -> dict[str, Any]:
+    """Always a mapping, so psycopg always reads the SQL as a parameterized query: `%%` is a literal
+    `%` whether or not the statement has parameters, as codegen prepared it."""
+    return {} if params is None else params
+
+
+def _failure(name: str, exc: psycopg.Error) -> Exception:
+    """A server error as its typed error; a value psycopg could not load (a date of 'infinity', say:
+    no sqlstate, raised on this side) as DataUnreadable."""
+    if exc.sqlstate is None and isinstance(exc, psycopg.DataError):
+        return unreadable(name, exc)
+    return translate(exc)
+
+
 class Row(BaseModel):
     """Base of the generated row models: immutable pydantic models, validated when read."""
 
@@ -104,10 +120,11 @@ def _text(value: str) -> str:
     return value
 
 
-def _json(value: Any) -> Jsonb | None:
-    """A JSON argument, checked and serialized once: pydantic models are dumped first."""
+def _json(value: Any) -> Jsonb:
+    """A JSON argument, checked and serialized once: pydantic models are dumped first. None is refused:
+    a required parameter is never NULL (an optional one, `JsonParam | None`, takes None before this)."""
     if value is None:
-        return None
+        raise ValueError("a required JSON argument may not be None (JSON null is not SQL NULL here)")
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")  # explicit nulls kept: what was read is written back
     stack: list[tuple[Any, int, str]] = [(value, 0, "$")]
@@ -217,11 +234,11 @@ def fetch_one(conn: Connection[Any], query: LiteralString, params: Params, model
     """The first row of the result as a model, or None when there is none."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(query, params)
+        cur.execute(query, _params(params))
         row = cur.fetchone()
         return None if row is None else model.model_validate(row)
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
 
@@ -230,22 +247,29 @@ def fetch_all(conn: Connection[Any], query: LiteralString, params: Params, model
     """Every row of the result as models."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(query, params)
+        cur.execute(query, _params(params))
         return cast(list[M], _list_of(model).validate_python(cur.fetchall()))
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
 
 
-def fetch_value(conn: Connection[Any], query: LiteralString, params: Params, name: str) -> Any | None:
-    """The first column of the first row, or None when there is no row."""
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    """The validator of a value query's declared type (one per type)."""
+    return TypeAdapter(kind)
+
+
+def fetch_value(conn: Connection[Any], query: LiteralString, params: Params, name: str, kind: Any = Any) -> Any | None:
+    """The first column of the first row, or None when there is no row, validated as kind (the
+    generated function's return annotation: an enum member, a JSON shape's model...)."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
-        cur.execute(query, params)
-        return cur.fetchone()
+        cur.execute(query, _params(params))
+        return _adapter(kind).validate_python(cur.fetchone())
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
 
@@ -253,17 +277,23 @@ def fetch_value(conn: Connection[Any], query: LiteralString, params: Params, nam
 def execute(conn: Connection[Any], query: LiteralString, params: Params, name: str) -> int:
     """Run a statement; the number of rows it touched."""
     try:
-        return conn.execute(query, params).rowcount
+        return conn.execute(query, _params(params)).rowcount
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
+
+
+def _script(query: LiteralString) -> LiteralString:
+    """A script's SQL as psycopg would read it with parameters (`%%` is `%`): a script of several
+    statements cannot be sent with a parameter mapping, so the unescaping is done here."""
+    return query.replace("%%", "%")
 
 
 def run_script(conn: Connection[Any], query: LiteralString) -> None:
     """Run a script of one or more statements without parameters."""
     try:
-        conn.execute(query)
+        conn.execute(_script(query))
     except psycopg.Error as exc:
         raise translate(exc) from exc
 
@@ -273,11 +303,11 @@ async def fetch_one_async(conn: AsyncConnection[Any], query: LiteralString, para
     """fetch_one on an async connection."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(query, params)
+        await cur.execute(query, _params(params))
         row = await cur.fetchone()
         return None if row is None else model.model_validate(row)
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
 
@@ -287,22 +317,23 @@ async def fetch_all_async(conn: AsyncConnection[Any], query: LiteralString, para
     """fetch_all on an async connection."""
     try:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(query, params)
+        await cur.execute(query, _params(params))
         return cast(list[M], _list_of(model).validate_python(await cur.fetchall()))
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
 
 
-async def fetch_value_async(conn: AsyncConnection[Any], query: LiteralString, params: Params, name: str) -> Any | None:
+async def fetch_value_async(conn: AsyncConnection[Any], query: LiteralString, params: Params, name: str,
+                            kind: Any = Any) -> Any | None:
     """fetch_value on an async connection."""
     try:
         cur = conn.cursor(row_factory=scalar_row)
-        await cur.execute(query, params)
-        return await cur.fetchone()
+        await cur.execute(query, _params(params))
+        return _adapter(kind).validate_python(await cur.fetchone())
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
 
@@ -310,9 +341,9 @@ async def fetch_value_async(conn: AsyncConnection[Any], query: LiteralString, pa
 async def execute_async(conn: AsyncConnection[Any], query: LiteralString, params: Params, name: str) -> int:
     """execute on an async connection."""
     try:
-        return (await conn.execute(query, params)).rowcount
+        return (await conn.execute(query, _params(params))).rowcount
     except psycopg.Error as exc:
-        raise translate(exc) from exc
+        raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
         raise unreadable(name, exc) from exc
 
@@ -320,6 +351,6 @@ async def execute_async(conn: AsyncConnection[Any], query: LiteralString, params
 async def run_script_async(conn: AsyncConnection[Any], query: LiteralString) -> None:
     """run_script on an async connection."""
     try:
-        await conn.execute(query)
+        await conn.execute(_script(query))
     except psycopg.Error as exc:
         raise translate(exc) from exc

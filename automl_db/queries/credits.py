@@ -74,13 +74,13 @@ select credit_balance from users where id = %(user_id)s
 @checked
 def get_balance(conn: Connection[Any], *, user_id: UUID) -> int | None:
     """The user's credit balance."""
-    return fetch_value(conn, GET_BALANCE, locals(), "get_balance")
+    return fetch_value(conn, GET_BALANCE, locals(), "get_balance", int | None)
 
 
 @checked
 async def get_balance_async(conn: AsyncConnection[Any], *, user_id: UUID) -> int | None:
     """The user's credit balance."""
-    return await fetch_value_async(conn, GET_BALANCE, locals(), "get_balance")
+    return await fetch_value_async(conn, GET_BALANCE, locals(), "get_balance", int | None)
 
 
 PACKAGES_FOR_TIER = r"""

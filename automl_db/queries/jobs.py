@@ -193,13 +193,13 @@ select heartbeat_job(%(id)s, %(worker_id)s)
 @checked
 def heartbeat(conn: Connection[Any], *, id: UUID, worker_id: Text) -> bool | None:
     """Worker: report the job alive; NULL means it is no longer this worker's to run."""
-    return fetch_value(conn, HEARTBEAT, locals(), "heartbeat")
+    return fetch_value(conn, HEARTBEAT, locals(), "heartbeat", bool | None)
 
 
 @checked
 async def heartbeat_async(conn: AsyncConnection[Any], *, id: UUID, worker_id: Text) -> bool | None:
     """Worker: report the job alive; NULL means it is no longer this worker's to run."""
-    return await fetch_value_async(conn, HEARTBEAT, locals(), "heartbeat")
+    return await fetch_value_async(conn, HEARTBEAT, locals(), "heartbeat", bool | None)
 
 
 LIST_JOB_NODES = r"""

@@ -33,13 +33,13 @@ select user_id_for_email(%(email)s)
 @checked
 def find_user_id(conn: Connection[Any], *, email: Text) -> UUID | None:
     """The id of the account with this e-mail address, in any case (for sign-in)."""
-    return fetch_value(conn, FIND_USER_ID, locals(), "find_user_id")
+    return fetch_value(conn, FIND_USER_ID, locals(), "find_user_id", UUID | None)
 
 
 @checked
 async def find_user_id_async(conn: AsyncConnection[Any], *, email: Text) -> UUID | None:
     """The id of the account with this e-mail address, in any case (for sign-in)."""
-    return await fetch_value_async(conn, FIND_USER_ID, locals(), "find_user_id")
+    return await fetch_value_async(conn, FIND_USER_ID, locals(), "find_user_id", UUID | None)
 
 
 GET_USER = r"""
@@ -84,7 +84,7 @@ select user_id_for_oauth(%(oauth_provider)s, %(oauth_id)s)
 @checked
 def sign_in_oauth(conn: Connection[Any], *, oauth_provider: OauthProvider, oauth_id: Text) -> UUID | None:
     """The id of the account of an OAuth identity, or None (then sign up under a new id)."""
-    return fetch_value(conn, SIGN_IN_OAUTH, locals(), "sign_in_oauth")
+    return fetch_value(conn, SIGN_IN_OAUTH, locals(), "sign_in_oauth", UUID | None)
 
 
 @checked
@@ -92,7 +92,7 @@ async def sign_in_oauth_async(
     conn: AsyncConnection[Any], *, oauth_provider: OauthProvider, oauth_id: Text
 ) -> UUID | None:
     """The id of the account of an OAuth identity, or None (then sign up under a new id)."""
-    return await fetch_value_async(conn, SIGN_IN_OAUTH, locals(), "sign_in_oauth")
+    return await fetch_value_async(conn, SIGN_IN_OAUTH, locals(), "sign_in_oauth", UUID | None)
 
 
 SIGN_UP = r"""

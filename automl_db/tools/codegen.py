@@ -2,6 +2,8 @@
 
     python -m automl_db.tools.codegen          # (just codegen) rewrite the generated modules
     python -m automl_db.tools.codegen --check  # fail when they are stale (CI)
+    python -m automl_db.tools.codegen --queries DIR --check      # try other queries: refusals only
+    python -m automl_db.tools.codegen --queries DIR --out OUTDIR  # ... and write their code under OUTDIR
 
 Every named query in queries/*.sql (aiosql syntax) is parsed by pglast, PostgreSQL's own parser,
 then prepared on a fresh database the migrations built: libpq's describe gives the type of each
@@ -22,7 +24,14 @@ Refused, each as one line `queries/x.sql:LINE: query_name: reason` on stderr and
 PostgreSQL's parser or the database refuses (the line of the error), a query name used twice (in one
 file or across files: both places), a query without a description, a result column whose nullability
 cannot be told and has no override, a result column name used twice, an override naming no result
-column or parameter. An unreachable database or a migration that fails is one line too.
+column or parameter, a type without a Python type, a lone `%` (psycopg reads the SQL with a parameter
+mapping, always: write `%%` for a literal percent sign), a query whose generated names (get_user,
+get_user_async, GET_USER, GetUserRow) another query's generate too or that shadow a name the generated
+modules use (fetch_one, checked, locals, UUID...), a query, parameter or result column name that is not
+a Python identifier, is a keyword or changes under NFKC normalization, a parameter named conn, a result
+column pydantic cannot take as a field (unnamed `?column?`, a leading _, model_config...), a file name
+that is not a module name (my-queries.sql, __init__.sql). An unreachable database or a migration that
+fails is one line too.
 
 Outputs (committed, checked for staleness in CI), each with a "do not edit" header:
     automl_db/rows.py              a StrEnum per PostgreSQL enum, a Pydantic model per table and per
@@ -35,9 +44,11 @@ Outputs (committed, checked for staleness in CI), each with a "do not edit" head
 """
 
 import argparse
+import keyword
 import re
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +63,7 @@ from aiosql.utils import SQLLoadException, SQLParseException
 from pglast import ast
 from pglast.parser import ParseError
 from psycopg import pq
+from pydantic import BaseModel
 
 from automl_db.errors import AutomlDbError, MigrationFailed
 from automl_db.shapes import JSON_SHAPES
@@ -86,11 +98,16 @@ IMPORTS = {
     "WorkflowGraph": "automl_db.shapes",
 }
 BUILTINS = {"str", "int", "float", "bool", "bytes", "list", "dict", "None", "object"}
-NAME_LINE = re.compile(r"--\s*name\s*:\s*([A-Za-z_][\w-]*)")
+# a letter (any script) or _, then letters, digits, _ and - (aiosql reads - as _)
+NAME_LINE = re.compile(r"--\s*name\s*:\s*([^\W\d][\w-]*)\s*(?:\(([^)]*)\))?")
 # The runtime helper that runs each kind of aiosql query, and what it returns.
 HELPERS = {SQLOperationType.SELECT: "fetch_all", SQLOperationType.SELECT_ONE: "fetch_one",
            SQLOperationType.SELECT_VALUE: "fetch_value", SQLOperationType.INSERT_UPDATE_DELETE: "execute",
            SQLOperationType.SCRIPT: "run_script"}
+#: Names the generated modules define or import besides the queries' own: a query, parameter or SQL
+#: constant of one of these names would shadow them (the modules are star-imported into one package).
+RESERVED = frozenset({"checked", "locals", *HELPERS.values(), *(f"{h}_async" for h in HELPERS.values()),
+                      *IMPORTS, *BUILTINS})
 
 
 class CodegenError(Exception):
@@ -164,6 +181,30 @@ def shown(path: Path) -> str:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def name_problem(name: str) -> str | None:
+    """Why name cannot be a Python name the generated code uses as written, or None."""
+    if not name.isidentifier():
+        return "is not a Python identifier"
+    if keyword.iskeyword(name):
+        return "is a Python keyword"
+    if unicodedata.normalize("NFKC", name) != name:
+        return f"changes under Unicode NFKC normalization (Python reads it as {unicodedata.normalize('NFKC', name)})"
+    return None
+
+
+def column_problem(name: str) -> str | None:
+    """Why a result column cannot be a field of a generated row model, or None."""
+    if name == "?column?":
+        return "has no name; give it one (as ...)"
+    if problem := name_problem(name):
+        return problem
+    if name.startswith("_"):
+        return "starts with _: pydantic would take it for a private attribute, not a field (rename it: as ...)"
+    if hasattr(BaseModel, name):  # model_config, model_dump, copy, json...
+        return "is a name pydantic models use (rename it: as ...)"
+    return None
 
 
 def camel(name: str) -> str:
@@ -256,6 +297,14 @@ def directives(doc: str) -> tuple[str, dict[str, set[str]]]:
     return " ".join(description), marks
 
 
+class LonePercent(Exception):
+    """A % that is neither %% nor a parameter, at this line of the query's SQL (0: its first)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 def numbered(sql_text: str, params: list[str]) -> tuple[str, list[str]]:
     """aiosql's psycopg SQL (%(name)s) as libpq $n SQL, and the parameter names in $n order."""
     order: list[str] = []
@@ -266,7 +315,17 @@ def numbered(sql_text: str, params: list[str]) -> tuple[str, list[str]]:
             order.append(name)
         return f"${order.index(name) + 1}"
 
-    text = re.sub(r"%\((\w+)\)s", replace, sql_text).replace("%%", "%")
+    def token(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        if match.group(1) is not None:
+            return replace(match)
+        line = sql_text[:match.start()].count("\n")
+        raise LonePercent(line)
+
+    # psycopg reads the SQL with a parameter mapping (automl_db.runtime always passes one): %% is a
+    # literal %, %(name)s a parameter, and any other % an error at run time
+    text = re.sub(r"%%|%\((\w+)\)s|%", token, sql_text)
     unknown = set(order) - set(params)
     if unknown:
         raise CodegenError(f"parameters {sorted(unknown)} are used but not declared")
@@ -278,22 +337,48 @@ def read_queries(source: Path | None = None) -> list[Query]:
     source = source or queries_dir()
     files = sorted(source.glob("*.sql")) if source.is_dir() else [source]
     seen: dict[str, str] = {}
+    generated: dict[str, str] = {}  # every name the generated code defines -> the query's place
     queries: list[Query] = []
     for path in files:
+        if problem := (name_problem(path.stem) or ("is a package's own module" if path.stem.startswith("__")
+                                                  else None)):
+            raise CodegenError(f"{shown(path)}:1: {path.stem}: the file name {problem}: it names the generated"
+                               " module automl_db/queries/<file>.py; rename the file")
         text = path.read_text()
         lines = text.splitlines()
-        named = [(m.group(1).replace("-", "_"), i + 1) for i, line in enumerate(lines)
+        named = [(m.group(1).replace("-", "_"), m.group(2), i + 1) for i, line in enumerate(lines)
                  if (m := NAME_LINE.match(line.strip()))]
-        for name, line in named:
+        for name, params, line in named:
+            where = f"{shown(path)}:{line}"
             if name in seen:
-                raise CodegenError(f"{shown(path)}:{line}: {name}: query name already used at {seen[name]}")
-            seen[name] = f"{shown(path)}:{line}"
+                raise CodegenError(f"{where}: {name}: query name already used at {seen[name]}")
+            seen[name] = where
+            if problem := name_problem(name):
+                raise CodegenError(f"{where}: {name}: the query name {problem}")
+            for param in (p.split("=")[0].strip() for p in (params or "").split(",")):
+                if param and (problem := name_problem(param) or (
+                        "is the connection argument" if param == "conn" else
+                        "shadows a name the generated function uses" if param in RESERVED else None)):
+                    raise CodegenError(f"{where}: {name}: parameter {param} {problem}; rename it")
+            for made in (name, f"{name}_async", name.upper(), camel(name) + "Row"):
+                if made in RESERVED:
+                    raise CodegenError(f"{where}: {name}: the generated name {made} shadows a name the generated"
+                                       " modules use; rename the query")
+                if made in generated:
+                    raise CodegenError(f"{where}: {name}: the generated name {made} is also generated for the query"
+                                       f" at {generated[made]}; rename one of them")
+                generated[made] = where
         try:
             loaded = aiosql.from_str(text, "psycopg")
-        except (SQLLoadException, SQLParseException) as exc:
-            where = next((f":{line}: {name}" for name, line in named if re.search(rf"\b{name}\b", str(exc))), "")
+        except (SQLLoadException, SQLParseException, ValueError) as exc:
+            where = next((f":{line}: {name}" for name, _, line in named if re.search(rf"\b{name}\b", str(exc))), "")
             raise CodegenError(f"{shown(path)}{where}: {first_line(exc)}") from None
-        for name, line in named:
+        available = set(loaded.available_queries)
+        found = {n for n in available if not (n.endswith("_cursor") and n.removesuffix("_cursor") in available)}
+        if missed := sorted(found - {name for name, _, _ in named}):
+            raise CodegenError(f"{shown(path)}: {missed[0]}: aiosql loads this query but codegen cannot read its"
+                               " `-- name:` line (write it as `-- name: query_name(parameters)` on a line of its own)")
+        for name, _, line in named:
             fn = getattr(loaded, name)
             description, marks = directives(fn.__doc__ or "")
             query = Query(name, description, fn.operation, fn.sql, list(fn.parameters or []), path, line, line + 1,
@@ -303,6 +388,11 @@ def read_queries(source: Path | None = None) -> list[Query]:
                                     if lines[i].strip() and not lines[i].strip().startswith("--")), line + 1)
             if not description:
                 raise query.error("no description: write one comment line under the name")
+            for param in query.params:  # the names aiosql found (:name in the SQL too)
+                if problem := name_problem(param) or ("is the connection argument" if param == "conn" else
+                                                       "shadows a name the generated function uses"
+                                                       if param in RESERVED | {name.upper()} else None):
+                    raise query.error(f"parameter {param} {problem}; rename it")
             parse(query)
             queries.append(query)
     return sorted(queries, key=lambda q: q.name)
@@ -314,6 +404,9 @@ def parse(query: Query) -> None:
         query.text, query.order = numbered(query.sql, query.params)
     except CodegenError as exc:
         raise query.error(str(exc)) from None
+    except LonePercent as exc:
+        raise CodegenError(f"{shown(query.path)}:{query.body_line + exc.line}: {query.name}:"
+                           " use %% for a literal percent sign") from None
     try:
         statements = pglast.parse_sql(query.text)
     except ParseError as exc:
@@ -342,7 +435,10 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query) -> N
         oid = described.param_type(i)
         if oid not in catalog.types:
             raise query.error(f"parameter {name} has no type (add a cast)")
-        query.param_types[name] = parameter_type(catalog, oid)
+        try:
+            query.param_types[name] = parameter_type(catalog, oid)
+        except CodegenError as exc:
+            raise query.error(f"parameter {name}: {exc}") from None
     for name in query.params:
         query.param_types.setdefault(name, "object")  # declared but unused: accepted, ignored
     query.optional = query.marks["optional"]
@@ -357,12 +453,21 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query) -> N
     reading = query.operation in (SQLOperationType.SELECT, SQLOperationType.SELECT_ONE)
     if reading and (twice := sorted({n for n in names if names.count(n) > 1})):
         raise query.error(f'result column "{twice[0]}" appears more than once; give each its own name (as ...)')
-    inferred = infer(catalog, query, len(names))
+    if reading:
+        for name in names:
+            if problem := column_problem(name):
+                raise query.error(f'result column "{name}" {problem}')
+    inferred, elements = infer(catalog, query, len(names))
     for i, name in enumerate(names):
         table_oid, attnum = described.ftable(i), described.ftablecol(i)
         source = catalog.attributes.get((table_oid, attnum))
         table = catalog.table_oids.get(table_oid)
-        annotation, is_json = python_type(catalog, described.ftype(i), table, source[0] if source else None)
+        try:
+            annotation, is_json = python_type(catalog, described.ftype(i), table, source[0] if source else None)
+        except CodegenError as exc:
+            raise query.error(f'result column "{name}": {exc}') from None
+        if elements[i] is True and annotation.startswith("list[") and annotation.count("[") == 1:
+            annotation = f"list[{annotation[5:-1]} | None]"  # array_agg(x) of an x that may be NULL...
         null = True if name in nullable else False if name in not_null else inferred[i]
         if null is None:
             raise query.error(f'cannot tell whether column "{name}" can be null; add an override'
@@ -370,17 +475,21 @@ def describe(conn: psycopg.Connection[Any], catalog: Catalog, query: Query) -> N
         query.columns.append(Column(name, annotation, null, is_json))
 
 
-def infer(catalog: Catalog, query: Query, count: int) -> list[bool | None]:
-    """Whether each of the count result columns can be NULL (None: cannot tell). A value query's one
-    column is Optional anyway (no row reads as None), and nothing reads a `!` or `#` query's."""
-    if query.operation not in (SQLOperationType.SELECT, SQLOperationType.SELECT_ONE):
-        return [True] * count
+def infer(catalog: Catalog, query: Query, count: int) -> tuple[list[bool | None], list[bool | None]]:
+    """Whether each of the count result columns can be NULL (None: cannot tell), and whether the
+    elements of each (an array) can be (None: not told; the elements are then typed non-null). A value
+    query's one column is Optional anyway (no row reads as None), and nothing reads a `!` or `#` query's."""
     optional = {i + 1 for i, name in enumerate(query.order) if name in query.marks["optional"]}
     analyzer = Analyzer(catalog.relations, (SCHEMA, "pg_catalog"), catalog.functions, optional)
+    elements = analyzer.elements(query.tree) if query.tree is not None else None
+    if elements is None or len(elements) != count:
+        elements = [None] * count
+    if query.operation not in (SQLOperationType.SELECT, SQLOperationType.SELECT_ONE):
+        return [True] * count, elements
     columns = analyzer.columns(query.tree) if query.tree is not None else None
     if columns is None or len(columns) != count:
-        return [None] * count
-    return [null for _, null in columns]
+        return [None] * count, elements
+    return [null for _, null in columns], elements
 
 
 def load_queries(conn: psycopg.Connection[Any], catalog: Catalog, source: Path | None = None) -> list[Query]:
@@ -444,6 +553,9 @@ def render_rows(catalog: Catalog, queries: list[Query]) -> str:
             query.row_model = singular(matched)
         else:
             query.row_model = camel(query.name) + "Row"
+            taken = {camel(e) for e in catalog.enums} | {singular(t) for t in catalog.tables}
+            if query.row_model in taken:
+                raise query.error(f"its row model {query.row_model} is also a table's or an enum's; rename the query")
             shapes[query.row_model] = query
     for model, query in sorted(shapes.items()):
         body += ["", f"class {model}(Row):", f'    """A row of query {query.name}."""', ""]
@@ -491,13 +603,22 @@ def render_module(path: Path, queries: list[Query]) -> str:
             arguments.append(query.row_model)
         if query.operation != SQLOperationType.SCRIPT:
             arguments.append(f'"{query.name}"')
+        if query.operation == SQLOperationType.SELECT_VALUE:
+            arguments.append(result)  # the value is validated as the declared type
+        if clash := sorted(set(query.params) & {constant, query.row_model or "", helper, f"{helper}_async"}):
+            raise query.error(f"parameter {clash[0]} shadows a name the generated function uses; rename it")
         call = ", ".join(["conn", *arguments])
+        doc = query.doc.replace("\\", "\\\\").replace('"', '\\"')
         body += ["", f'{constant} = r"""', query.sql.rstrip().rstrip(";"), '"""', ""]
         for asynchronous in (False, True):
             prefix, suffix, wait = ("async ", "_async", "await ") if asynchronous else ("", "", "")
             conn = "AsyncConnection[Any]" if asynchronous else "Connection[Any]"
             body += ["", "@checked", f"{prefix}def {query.name}{suffix}(conn: {conn}{signature(query)}) -> {result}:",
-                     f'    """{query.doc}"""', f"    return {wait}{helper}{suffix}({call})", ""]
+                     f'    """{doc}"""', f"    return {wait}{helper}{suffix}({call})", ""]
+    imported = {name for line in imports(annotations) for name in line.partition(" import ")[2].split(", ")}
+    for query in queries:
+        if clash := sorted({query.name, f"{query.name}_async", query.name.upper()} & imported):
+            raise query.error(f"the generated name {clash[0]} shadows a name the module imports; rename the query")
     lines = [header(f"queries/{path.name}"), *imports(annotations),
              f"from automl_db.runtime import {', '.join(sorted(helpers))}", "", *body]
     return "\n".join(lines).rstrip() + "\n"
@@ -564,8 +685,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="automl_db.tools.codegen", description="Generate typed code from queries/.")
     parser.add_argument("--check", action="store_true", help="fail if the generated files are stale")
     parser.add_argument("--queries", type=Path, metavar="DIR",
-                        help="read the queries from DIR instead of queries/ (to try them: the output is then stale)")
+                        help="read the queries from DIR instead of queries/ (to try them): with --check, or --out")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write the generated files under DIR (automl_db/... inside it) instead of the package")
     args = parser.parse_args(argv)
+    if args.queries is not None and not args.check and args.out is None:
+        # the committed modules are generated from queries/: other queries must not overwrite them
+        return refuse("--queries DIR leaves the committed generated modules alone: add --check (refusals and"
+                      " staleness only) or --out DIR (write the generated files there)")
+    if args.out is not None and args.check:
+        return refuse("--out and --check exclude each other")
     try:
         files = generate(args.queries)
     except CodegenError as exc:
@@ -576,6 +705,13 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(f"cannot reach the database: {first_line(exc)}")
     except Exception as exc:  # every failure is one line: no traceback
         return refuse(f"{type(exc).__name__}: {first_line(exc)}")
+    if args.out is not None:
+        for path, text in files.items():
+            target = args.out / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            print(f"wrote {target}")
+        return 0
     stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
     # modules of .sql files that are gone, and the single module the package replaced
     leftover = [p for p in sorted((PACKAGE / "queries").glob("*.py")) if p not in files]

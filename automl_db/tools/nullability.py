@@ -9,16 +9,24 @@ for an override). The rules, most specific first:
   subquery's column as that query's column, a set operation's (UNION...) when any branch's may be;
 * literals: NULL may be, any other never; parameters: the ones marked optional may be, the others
   never (their Python type refuses None); casts keep their operand's answer;
+* under GROUP BY ROLLUP / CUBE / GROUPING SETS, the grouped expressions may be NULL (the rows of the
+  sets that leave them out);
 * coalesce, greatest and least are NULL only when all their arguments may be; CASE when any branch
   may be (a CASE without ELSE may be); IS [NOT] NULL, IS [NOT] DISTINCT FROM, EXISTS, ARRAY(...),
   now(), current_timestamp and the like never; a scalar subquery may be (it can find no row);
 * count() and the ranking window functions (row_number, rank...) never; other aggregates and window
   functions may be (no row in the group, no row at the offset);
+* concat_ws and format are NULL exactly when their first argument is;
 * the JSON operators -> ->> #> #>> may be NULL (a missing key); other operators, and strict
   functions, are NULL when an operand may be; with operands that are never NULL, an operator is
-  never NULL (but `x = any(array)` cannot be told: the array may hold a NULL), a function only when
-  listed in NEVER_NULL_FOR_NON_NULL (a function may return NULL from anything); anything else
-  cannot be told.
+  never NULL only when listed in NON_NULL_OPERATORS (comparison, arithmetic, ||, LIKE, regular
+  expressions, containment...; `x = any(array)` cannot be told: the array may hold a NULL), a
+  function only when listed in NEVER_NULL_FOR_NON_NULL (a function may return NULL from anything);
+  anything else cannot be told.
+
+Array elements (Analyzer.elements): array_agg(x) holds NULLs when x may be NULL, ARRAY[...] when one
+of its elements may be; an array from anywhere else (a table column, a function) is typed as holding
+none: PostgreSQL keeps no such constraint, so that is an assumption of the generated code.
 """
 
 from collections.abc import Iterable, Sequence
@@ -32,17 +40,29 @@ Columns = list[tuple[str, Null]]
 
 #: Functions that never return NULL, whatever their arguments.
 NEVER_NULL = frozenset({"now", "clock_timestamp", "statement_timestamp", "transaction_timestamp",
-                        "gen_random_uuid", "random", "concat", "concat_ws", "format", "pg_backend_pid",
+                        "gen_random_uuid", "random", "concat", "pg_backend_pid",
                         "txid_current", "current_schema", "current_database", "version"})
 #: Strict functions that return a value for every non-NULL argument.
 NEVER_NULL_FOR_NON_NULL = frozenset({"cardinality", "length", "char_length", "octet_length", "lower", "upper",
                                      "abs", "round", "trunc", "floor", "ceil", "md5", "btrim", "trim",
                                      "date_trunc", "to_jsonb", "jsonb_typeof", "jsonb_build_object",
                                      "jsonb_build_array", "lpad", "rpad", "left", "right", "replace"})
+#: Functions NULL exactly when their first argument is (concat_ws's separator, format's format string).
+NULL_WITH_FIRST_ARGUMENT = frozenset({"concat_ws", "format"})
 #: Window functions that number rows: never NULL.
 RANKING = frozenset({"row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile"})
 #: Operators whose result may be NULL for non-NULL operands.
 MAYBE_NULL_OPERATORS = frozenset({"->", "->>", "#>", "#>>"})
+#: The built-in operators known to return a value for non-NULL operands: comparison, arithmetic,
+#: concatenation, pattern matching (LIKE, ILIKE, SIMILAR TO, regular expressions), BETWEEN, IN, and
+#: containment / overlap / key existence. Any other operator with non-NULL operands cannot be told
+#: (jsonb @@, geometric #... return NULL for some inputs).
+NON_NULL_OPERATORS = frozenset({
+    "=", "<>", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", "^", "||", "|/", "@",
+    "~~", "!~~", "~~*", "!~~*", "~", "!~", "~*", "!~*",
+    "BETWEEN", "NOT BETWEEN", "BETWEEN SYMMETRIC", "NOT BETWEEN SYMMETRIC",
+    "@>", "<@", "&&", "?", "?|", "?&",
+})
 
 
 @dataclass(frozen=True)
@@ -66,10 +86,44 @@ class Analyzer:
     search_path: Sequence[str]
     functions: dict[str, tuple[bool | None, str]]
     optional: set[int] = field(default_factory=set)
+    #: the expressions of the ROLLUP / CUBE / GROUPING SETS of the SELECT being read: NULL in the
+    #: rows of the sets that leave them out
+    _grouped: list[ast.Node] = field(default_factory=list)
 
     def columns(self, stmt: ast.Node | None) -> Columns | None:
         """The result columns of a statement (name, nullable), or None when their list is unknown."""
         return self._outputs(stmt, {})
+
+    def elements(self, stmt: ast.Node | None) -> list[Null] | None:
+        """Whether the elements of each result column (an array) can be NULL, where the expression
+        tells (array_agg(x): as x; ARRAY[...]: as its elements), else None; None for the whole list when
+        the statement is not a plain SELECT (a set operation, a star...)."""
+        if not isinstance(stmt, ast.SelectStmt) or stmt.op != SetOperation.SETOP_NONE or stmt.valuesLists:
+            return None
+        ctes: dict[str, Columns | None] = {}
+        if stmt.withClause is not None:
+            for cte in stmt.withClause.ctes or ():
+                columns = None if stmt.withClause.recursive else self._outputs(cte.ctequery, ctes)
+                ctes[cte.ctename] = _renamed(columns, cte.aliascolnames)
+        scope = self._from(stmt.fromClause or (), ctes, outer=False)
+        found: list[Null] = []
+        for target in stmt.targetList or ():
+            value = target.val
+            if isinstance(value, ast.ColumnRef) and value.fields and isinstance(value.fields[-1], ast.A_Star):
+                return None
+            found.append(self._element(value, scope))
+        return found
+
+    def _element(self, node: ast.Node | None, scope: list[Relation]) -> Null:
+        if isinstance(node, ast.TypeCast | ast.CollateClause):
+            return self._element(node.arg, scope)
+        if isinstance(node, ast.A_ArrayExpr):
+            return _any_may(*(self._expr(e, scope) for e in node.elements or ()))
+        if isinstance(node, ast.FuncCall) and _name((node.funcname or ("",))[-1]) == "array_agg" and node.args:
+            return self._expr(node.args[0], scope)
+        if isinstance(node, ast.CoalesceExpr):
+            return _any_may(*(self._element(a, scope) for a in node.args or ()))
+        return None
 
     # statements
 
@@ -103,7 +157,11 @@ class Analyzer:
             return [(f"column{i + 1}", _any_may(*(self._expr(row[i], []) for row in rows)))
                     for i in range(len(rows[0]))]
         scope = self._from(stmt.fromClause or (), ctes, outer=False)
-        return self._targets(stmt.targetList or (), scope)
+        outer_grouped, self._grouped = self._grouped, _grouping_sets(stmt.groupClause or ())
+        try:
+            return self._targets(stmt.targetList or (), scope)
+        finally:
+            self._grouped = outer_grouped
 
     def _targets(self, targets: Iterable[ast.ResTarget], scope: list[Relation]) -> Columns | None:
         out: Columns = []
@@ -113,7 +171,8 @@ class Analyzer:
                 expanded = self._star(value, scope)
                 if expanded is None:
                     return None
-                out += expanded
+                grouped = {_name(g.fields[-1]) for g in self._grouped if isinstance(g, ast.ColumnRef) and g.fields}
+                out += [(name, True if name in grouped else null) for name, null in expanded]
             else:
                 out.append((target.name or _derived_name(value), self._expr(value, scope)))
         return out
@@ -202,6 +261,8 @@ class Analyzer:
     def _expr(self, node: ast.Node | None, scope: list[Relation]) -> Null:
         if node is None:
             return True
+        if self._grouped and _in_grouping_set(node, self._grouped):
+            return True  # the rows of the sets that leave it out hold NULL
         if isinstance(node, ast.A_Const):
             return bool(node.isnull)
         if isinstance(node, ast.ParamRef):
@@ -215,7 +276,8 @@ class Analyzer:
         if isinstance(node, ast.CaseExpr):
             results = [w.result for w in node.args or ()] + [node.defresult]
             return _any_may(*(self._expr(r, scope) for r in results))
-        if isinstance(node, ast.NullTest | ast.BooleanTest | ast.SQLValueFunction | ast.A_ArrayExpr | ast.RowExpr):
+        if isinstance(node, ast.NullTest | ast.BooleanTest | ast.SQLValueFunction | ast.A_ArrayExpr | ast.RowExpr
+                      | ast.GroupingFunc):
             return False
         if isinstance(node, ast.SubLink):
             if node.subLinkType in (SubLinkType.EXISTS_SUBLINK, SubLinkType.ARRAY_SUBLINK):
@@ -243,6 +305,8 @@ class Analyzer:
         found = _strict(self._expr(o, scope) for o in operands)
         if kind in ("AEXPR_OP_ANY", "AEXPR_OP_ALL") and found is False:
             return None  # x = any(array): NULL when the array holds a NULL and no element matches
+        if found is False and operator not in NON_NULL_OPERATORS:
+            return None  # an operator not known to return a value for every non-NULL operand
         return found
 
     def _call(self, node: ast.FuncCall, scope: list[Relation]) -> Null:
@@ -254,12 +318,38 @@ class Analyzer:
             return True
         if name in NEVER_NULL:
             return False
+        if name in NULL_WITH_FIRST_ARGUMENT and node.args:
+            return self._expr(node.args[0], scope)
         arguments = _strict(self._expr(a, scope) for a in node.args or ())
         if strict and arguments is True:
             return True
         if strict and arguments is False and name in NEVER_NULL_FOR_NON_NULL:
             return False
         return None
+
+
+def _grouping_sets(clause: Iterable[ast.Node]) -> list[ast.Node]:
+    """The expressions inside the ROLLUP / CUBE / GROUPING SETS of a GROUP BY clause."""
+    found: list[ast.Node] = []
+    stack = [item for item in clause if isinstance(item, ast.GroupingSet)]
+    while stack:
+        item = stack.pop()
+        for member in item.content or ():
+            if isinstance(member, ast.GroupingSet):
+                stack.append(member)
+            elif isinstance(member, ast.RowExpr):  # rollup((a, b))
+                found += list(member.args or ())
+            else:
+                found.append(member)
+    return found
+
+
+def _in_grouping_set(node: ast.Node, grouped: list[ast.Node]) -> bool:
+    """Whether node is one of the grouped expressions (a column: by its name, whatever its qualifier)."""
+    if isinstance(node, ast.ColumnRef) and node.fields:
+        return any(isinstance(g, ast.ColumnRef) and g.fields and _name(g.fields[-1]) == _name(node.fields[-1])
+                   for g in grouped)
+    return any(node == g for g in grouped)
 
 
 def _name(node: ast.Node) -> str:
