@@ -264,12 +264,6 @@ def _ledger(conn: Conn, user: Any) -> list[tuple[str, int]]:
         "select type::text, amount from credit_transactions where user_id = %s order by entry_number", [user])]
 
 
-def _charged_while_pending(conn: Conn, app_url: str) -> tuple[Any, Any]:
-    user = make_user(conn)
-    give_credits(conn, user, 100)
-    return user, make_job(conn, user, cost=10)
-
-
 def _post_charge(app_url: str, user: Any, job: Any) -> None:
     """The seed-style service charges its pending job itself (accepted since 0006)."""
     with as_role(app_url, user) as app:
@@ -283,7 +277,9 @@ def test_a_snapshot_older_than_a_pending_charge_cannot_cancel_or_reprice_the_job
         conn: Conn, app_url: str, db_url: str, isolation: str, change: str) -> None:
     """The charge writes the job row, so a transaction whose snapshot predates it (and which reads no
     ledger entry through that snapshot) fails instead of cancelling unrefunded or repricing."""
-    user, job = _charged_while_pending(conn, app_url)
+    user = make_user(conn)
+    give_credits(conn, user, 100)
+    job = make_job(conn, user, cost=10)
     stale = psycopg.connect(db_url)  # an owner/DBA session: row-level security does not filter it
     stale.execute(f"set transaction isolation level {isolation}")
     stale.execute("select 1")  # the snapshot is taken now, before the charge
