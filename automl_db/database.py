@@ -7,9 +7,10 @@
 A transaction commits when the block ends and rolls back on an exception. Its first round trip is
 `BEGIN` together with its settings, all local to it: `automl.user_id` (whom row-level security
 lets it act for; '' for nobody), the statement timeout, and the formats values are read in (ISO
-dates, UTC). Its last resets whatever a statement left in the session (`SET`, `set_config(...,
-false)`, `SET ROLE`, cursors WITH HOLD, `LISTEN`, prepared statements made with SQL `PREPARE`) and
-then commits, so nothing crosses to the next use of the pooled connection (a rolled-back
+dates, UTC). Its last commits; when the block ran anything but the generated queries, it first
+resets whatever a statement may have left in the session (`SET`, `set_config(..., false)`, `SET
+ROLE`, cursors WITH HOLD, `LISTEN`, prepared statements made with SQL `PREPARE`: see
+automl_db.session), so nothing crosses to the next use of the pooled connection (a rolled-back
 transaction resets after its `ROLLBACK`). A connection whose end failed is dropped, not reused.
 Settings that live inside transactions also hold behind a transaction pooler such as PgBouncer. The
 connection belongs to the block: keep no reference to it past the block's end.
@@ -28,12 +29,12 @@ automl_db.replicas).
 """
 
 import asyncio
+import functools
 import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -41,7 +42,6 @@ import psycopg
 import psycopg_pool
 from psycopg import AsyncConnection, Connection, pq, sql
 from psycopg.rows import tuple_row
-from psycopg.types.datetime import TimestamptzLoader
 
 from automl_db.config import Settings
 from automl_db.errors import (
@@ -56,47 +56,22 @@ from automl_db.errors import (
     translate,
 )
 from automl_db.replicas import POSITION_AFTER_COMMIT, REPLAYED, Position, Receipt, Replica, candidates
+from automl_db.session import RESET, AsyncTrackedConnection, TrackedConnection
 from automl_db.urls import describe, resolve_role_url
 
 T = TypeVar("T")
 AnyConnection = Connection[Any] | AsyncConnection[Any]
 
-#: The session as it was when it connected, in the round trip that ends the transaction. Before a
-#: COMMIT, inside the transaction: the COMMIT then runs under the default settings, not a 1 ms
-#: statement_timeout the block left, and a reset that fails (cancelled) leaves nothing committed, so
-#: an error there is never mistaken for a refused commit. After a ROLLBACK, since an aborted
-#: transaction runs nothing else. The select says whether SQL-level prepared statements were left
-#: (psycopg's own are protocol-level): then a DEALLOCATE ALL follows, which psycopg notices and
-#: clears its cache for. (The function behind the pg_prepared_statements view: the view's rewrite
-#: costs as much again as the call, on every transaction.)
-RESET = (b"reset session authorization; reset all; reset role; close all; unlisten *;"
-         b" select exists (select from pg_catalog.pg_prepared_statement() where from_sql)")
+#: How a block ends: a session it touched is reset first (automl_db.session), one it did not is not.
 COMMIT, ROLLBACK = RESET + b"; commit", b"rollback; " + RESET
+CLEAN_END = {COMMIT: b"commit", ROLLBACK: b"rollback"}
+_DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
-class _Timestamptz(TimestamptzLoader):
-    """Reads 'infinity', '-infinity' and years past 9999, which Python's datetime cannot hold, as
-    datetime.max / datetime.min (UTC) instead of failing the whole row."""
-
-    def load(self, data: Any) -> datetime:
-        try:
-            return super().load(data)
-        except psycopg.DataError:
-            return (datetime.min if bytes(data).startswith(b"-") or bytes(data).endswith(b"BC")
-                    else datetime.max).replace(tzinfo=UTC)
-
-
-def _configure(conn: Connection[Any]) -> None:
-    conn.adapters.register_loader("timestamptz", _Timestamptz)
-
-
-async def _configure_async(conn: AsyncConnection[Any]) -> None:
-    conn.adapters.register_loader("timestamptz", _Timestamptz)
-
-
-def _restore(conn: AnyConnection, settings: Settings) -> None:
+def _restore(conn: TrackedConnection[Any] | AsyncTrackedConnection[Any], settings: Settings) -> None:
     """What a block may have changed on the connection object itself, back as the pool made it."""
     conn.row_factory = tuple_row
+    conn.watch()
     conn.prepare_threshold = settings.prepare_threshold
     for handlers in ("_notice_handlers", "_notify_handlers"):  # psycopg keeps no public way to list them
         with suppress(AttributeError):
@@ -118,19 +93,29 @@ def _begin(settings: Settings, user_id: UUID | None, read_only: bool = False, re
                            parameter="user_id")
     if not isinstance(read_only, bool):
         raise InvalidInput("transaction(): read_only must be a bool", parameter="read_only")
-    statement = sql.SQL("begin{}; select set_config('automl.user_id', {}, true), set_config('datestyle', 'ISO', true),"
-                        " set_config('timezone', 'UTC', true), set_config('intervalstyle', 'postgres', true)").format(
-        sql.SQL(" read only") if read_only else sql.SQL(""), sql.Literal(str(user_id) if user_id else ""))
-    if settings.statement_timeout_ms:
+    head, tail = _begin_parts(settings.statement_timeout_ms, read_only, replayed)
+    # UUID's own formatting (not a subclass's __str__): hex digits and dashes, nothing to quote
+    return head + (UUID.__str__(user_id).encode() if user_id else b"") + tail
+
+
+@functools.cache
+def _begin_parts(statement_timeout_ms: int, read_only: bool, replayed: bool) -> tuple[bytes, bytes]:
+    """_begin's statement before and after the acting user's id, composed once per kind of block."""
+    statement = sql.SQL("begin{}; select set_config('automl.user_id', '{}', true),"
+                        " set_config('datestyle', 'ISO', true), set_config('timezone', 'UTC', true),"
+                        " set_config('intervalstyle', 'postgres', true)").format(
+        sql.SQL(" read only") if read_only else sql.SQL(""), sql.SQL("\x00"))
+    if statement_timeout_ms:
         statement += sql.SQL(", set_config('statement_timeout', {}, true)").format(
-            sql.Literal(str(settings.statement_timeout_ms)))
+            sql.Literal(str(statement_timeout_ms)))
     if read_only:
         # For the session, until the reset that ends the block: a COMMIT inside a read-only block
         # leaves autocommit statements that are read-only too, rather than writes on a primary.
         statement += sql.SQL(", set_config('default_transaction_read_only', 'on', false)")
     if replayed:
         statement += sql.SQL(", ") + sql.SQL(REPLAYED)
-    return statement.as_bytes(None)
+    head, tail = statement.as_bytes(None).split(b"\x00")
+    return head, tail
 
 
 def _position(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> Position:
@@ -138,10 +123,26 @@ def _position(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> Positio
     round trip (BEGIN ...; select ...) put there."""
     while cursor.pgresult is not None and cursor.pgresult.status != pq.ExecStatus.TUPLES_OK and cursor.nextset():
         pass
-    if cursor.pgresult is None or cursor.pgresult.status != pq.ExecStatus.TUPLES_OK or cursor.pgresult.ntuples != 1:
+    if cursor.pgresult is None:
         raise AssertionError("no position in the reply")
-    value = cursor.pgresult.get_value(0, cursor.pgresult.nfields - 1)
-    return Position.parse(bytes(value or b"0/0").decode())
+    return _position_in(cursor.pgresult)
+
+
+def _position_in(result: pq.abc.PGresult) -> Position:
+    """The position in the last column of a one-row result."""
+    if result.status != pq.ExecStatus.TUPLES_OK or result.ntuples != 1:
+        raise AssertionError("no position in the reply")
+    return Position.parse(bytes(result.get_value(0, result.nfields - 1) or b"0/0").decode())
+
+
+def _exec(conn: Connection[Any], statement: bytes) -> pq.abc.PGresult:
+    """One simple-protocol round trip straight through libpq (which releases the GIL while it waits),
+    the last statement's result: a BEGIN and an untouched block's COMMIT need none of a cursor's
+    work, about 60 µs of client time per transaction."""
+    result = conn.pgconn.exec_(statement)
+    if result.status not in _DONE:
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    return result
 
 
 def _poll_delays(deadline: float) -> Iterator[float]:
@@ -209,13 +210,14 @@ def _single_values(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[
             return values
 
 
-def _ended(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], receipt: Receipt | None) -> bool:
+def _ended(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], receipt: Receipt | None, touched: bool) -> bool:
     """Read the end's reply: fill the receipt with the commit's position (the last value) when it
-    asked for one, and say whether the reset found SQL-level prepared statements (the first)."""
+    asked for one, and say whether the reset (when the block touched the session) found SQL-level
+    prepared statements (the first)."""
     values = _single_values(cur)
     if receipt is not None:
         receipt.position = Position.parse(bytes(values[-1] or b"0/0").decode())
-    return bool(values) and values[0] == b"t"
+    return touched and bool(values) and values[0] == b"t"
 
 
 def _where(pool: psycopg_pool.ConnectionPool[Any] | psycopg_pool.AsyncConnectionPool[Any]) -> str:
@@ -248,8 +250,8 @@ def _refuse_login(url: str, role: str, row: tuple[Any, ...] | None) -> None:
                                   f" own login, e.g. create role api login in role {role}")
 
 
-Pool = psycopg_pool.ConnectionPool[Connection[Any]]
-AsyncPool = psycopg_pool.AsyncConnectionPool[AsyncConnection[Any]]
+Pool = psycopg_pool.ConnectionPool[TrackedConnection[Any]]
+AsyncPool = psycopg_pool.AsyncConnectionPool[AsyncTrackedConnection[Any]]
 
 
 def _checked_urls(url: str | None, settings: Settings, role: str | None,
@@ -262,10 +264,16 @@ def _checked_urls(url: str | None, settings: Settings, role: str | None,
     return primary, settings.replica_urls, checked_role
 
 
-def _ending_statement(end: bytes | None, receipt: Receipt | None) -> bytes:
+def _ending_statement(end: bytes | None, receipt: Receipt | None, touched: bool) -> bytes:
+    """The end's round trip: `end` (COMMIT, ROLLBACK) without its reset when the block left the session
+    untouched, then the commit's position when a receipt asks for it; only the reset when the block
+    ended its transaction itself."""
+    if end is None:
+        return RESET
+    statement = end if touched else CLEAN_END[end]
     if end is COMMIT and receipt is not None:
-        return end + b"; " + POSITION_AFTER_COMMIT
-    return end or RESET
+        statement += b"; " + POSITION_AFTER_COMMIT
+    return statement
 
 
 class Database:
@@ -294,8 +302,9 @@ class Database:
     def _pool(self, url: str, name: str) -> Pool:
         return psycopg_pool.ConnectionPool(
             url, min_size=self.settings.pool_min_size, max_size=self.settings.pool_max_size,
-            timeout=self.settings.pool_timeout, kwargs=_connect_kwargs(self.settings), configure=_configure,
-            reset=lambda conn: _restore(conn, self.settings), name=name, open=False)
+            timeout=self.settings.pool_timeout, kwargs=_connect_kwargs(self.settings),
+            reset=lambda conn: _restore(conn, self.settings), name=name, open=False,
+            connection_class=TrackedConnection)
 
     def close(self) -> None:
         for replica in self.replicas:
@@ -309,7 +318,7 @@ class Database:
         self.close()
 
     def _start(self, user_id: UUID | None, read_only: bool, pool: Pool | None = None, timeout: float | None = None,
-               replayed: bool = False) -> tuple[Connection[Any], Position | None]:
+               replayed: bool = False) -> tuple[TrackedConnection[Any], Position | None]:
         """A connection of `pool` (the primary's by default) in a new transaction, and the server's replay
         position when asked for."""
         pool = pool or self.pool
@@ -323,8 +332,9 @@ class Database:
             except psycopg_pool.PoolClosed as exc:
                 raise DatabaseUnavailable("the database's pool is closed") from exc
             try:
-                cursor = conn.execute(begin, prepare=False)
-                return conn, _position(cursor) if replayed else None
+                result = _exec(conn, begin)
+                conn.session_touched = read_only  # a read-only block sets default_transaction_read_only
+                return conn, _position_in(result) if replayed else None
             except psycopg.Error as exc:
                 pool.putconn(conn)  # a broken connection is discarded by the pool
                 if not _lost(conn, exc):
@@ -334,7 +344,7 @@ class Database:
                 raise
         raise DatabaseUnavailable(f"no connection to {_where(pool)} survived BEGIN")
 
-    def _finish(self, conn: Connection[Any], commit: bool, pool: Pool | None = None,
+    def _finish(self, conn: TrackedConnection[Any], commit: bool, pool: Pool | None = None,
                 receipt: Receipt | None = None) -> None:
         pool = pool or self.pool
         end, error = _ending(conn, commit)
@@ -343,8 +353,15 @@ class Database:
                 conn.close()
                 error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
             elif end is not None or not conn.closed:
-                cursor = conn.execute(_ending_statement(end, receipt), prepare=False)
-                if _ended(cursor, receipt if end is COMMIT else None):
+                touched = end is None or conn.touched
+                statement = _ending_statement(end, receipt, touched)
+                if end is COMMIT and not touched:
+                    result = _exec(conn, statement)
+                    if receipt is not None:
+                        receipt.position = _position_in(result)
+                # psycopg must see a ROLLBACK: it then forgets its prepared statements, whose cached
+                # plans may be what failed ("cached plan must not change result type")
+                elif _ended(conn.execute(statement, prepare=False), receipt if end is COMMIT else None, touched):
                     conn.execute(b"deallocate all", prepare=False)
         except psycopg.Error as exc:
             if end is not None:
@@ -356,7 +373,8 @@ class Database:
             raise error
 
     @contextmanager
-    def _block(self, conn: Connection[Any], pool: Pool, receipt: Receipt | None = None) -> Iterator[Connection[Any]]:
+    def _block(self, conn: TrackedConnection[Any], pool: Pool,
+               receipt: Receipt | None = None) -> Iterator[TrackedConnection[Any]]:
         try:
             yield conn
         except psycopg.Error as exc:
@@ -389,7 +407,7 @@ class Database:
             yield block
 
     def _start_read(self, user_id: UUID | None, after: Position | None,
-                    fallback: bool) -> tuple[Connection[Any], Pool]:
+                    fallback: bool) -> tuple[TrackedConnection[Any], Pool]:
         wait = self.settings.replica_wait_timeout
         deadline = time.monotonic() + wait
         error: AutomlDbError | None = None
@@ -420,7 +438,7 @@ class Database:
             return conn, self.pool
         raise error
 
-    def _catch_up(self, conn: Connection[Any], user_id: UUID | None, after: Position, replayed: Position,
+    def _catch_up(self, conn: TrackedConnection[Any], user_id: UUID | None, after: Position, replayed: Position,
                   deadline: float) -> Position:
         """Check the replica's replay until it reaches `after` or the deadline passes; return the last
         position seen, `conn` in a transaction begun after that check (a new one per check, so that
@@ -467,13 +485,13 @@ class AsyncDatabase:
         self._turns = itertools.count()
 
     def _pool(self, url: str, name: str) -> AsyncPool:
-        async def restore(conn: AsyncConnection[Any]) -> None:
+        async def restore(conn: AsyncTrackedConnection[Any]) -> None:
             _restore(conn, self.settings)
 
         return psycopg_pool.AsyncConnectionPool(
             url, min_size=self.settings.pool_min_size, max_size=self.settings.pool_max_size,
-            timeout=self.settings.pool_timeout, kwargs=_connect_kwargs(self.settings), configure=_configure_async,
-            reset=restore, name=name, open=False)
+            timeout=self.settings.pool_timeout, kwargs=_connect_kwargs(self.settings),
+            reset=restore, name=name, open=False, connection_class=AsyncTrackedConnection)
 
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None, role: str | None = None,
@@ -505,7 +523,7 @@ class AsyncDatabase:
 
     async def _start(self, user_id: UUID | None, read_only: bool, pool: AsyncPool | None = None,
                      timeout: float | None = None,
-                     replayed: bool = False) -> tuple[AsyncConnection[Any], Position | None]:
+                     replayed: bool = False) -> tuple[AsyncTrackedConnection[Any], Position | None]:
         pool = pool or self.pool
         begin = _begin(self.settings, user_id, read_only, replayed)
         for _ in range(self.settings.pool_max_size + 1):
@@ -518,6 +536,7 @@ class AsyncDatabase:
                 raise DatabaseUnavailable("the database's pool is closed") from exc
             try:
                 cursor = await conn.execute(begin, prepare=False)
+                conn.session_touched = read_only  # a read-only block sets default_transaction_read_only
                 return conn, _position(cursor) if replayed else None
             except psycopg.Error as exc:
                 await pool.putconn(conn)
@@ -528,7 +547,7 @@ class AsyncDatabase:
                 raise
         raise DatabaseUnavailable(f"no connection to {_where(pool)} survived BEGIN")
 
-    async def _finish(self, conn: AsyncConnection[Any], commit: bool, pool: AsyncPool | None = None,
+    async def _finish(self, conn: AsyncTrackedConnection[Any], commit: bool, pool: AsyncPool | None = None,
                       receipt: Receipt | None = None) -> None:
         pool = pool or self.pool
         end, error = _ending(conn, commit)
@@ -537,8 +556,9 @@ class AsyncDatabase:
                 await conn.close()
                 error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
             elif end is not None or not conn.closed:
-                cursor = await conn.execute(_ending_statement(end, receipt), prepare=False)
-                if _ended(cursor, receipt if end is COMMIT else None):
+                touched = end is None or conn.touched
+                cursor = await conn.execute(_ending_statement(end, receipt, touched), prepare=False)
+                if _ended(cursor, receipt if end is COMMIT else None, touched):
                     await conn.execute(b"deallocate all", prepare=False)
         except psycopg.Error as exc:
             if end is not None:
@@ -550,8 +570,8 @@ class AsyncDatabase:
             raise error
 
     @asynccontextmanager
-    async def _block(self, conn: AsyncConnection[Any], pool: AsyncPool,
-                     receipt: Receipt | None = None) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _block(self, conn: AsyncTrackedConnection[Any], pool: AsyncPool,
+                     receipt: Receipt | None = None) -> AsyncIterator[AsyncTrackedConnection[Any]]:
         try:
             yield conn
         except psycopg.Error as exc:
@@ -579,7 +599,7 @@ class AsyncDatabase:
             yield block
 
     async def _start_read(self, user_id: UUID | None, after: Position | None,
-                          fallback: bool) -> tuple[AsyncConnection[Any], AsyncPool]:
+                          fallback: bool) -> tuple[AsyncTrackedConnection[Any], AsyncPool]:
         wait = self.settings.replica_wait_timeout
         deadline = time.monotonic() + wait
         error: AutomlDbError | None = None
@@ -609,7 +629,7 @@ class AsyncDatabase:
             return conn, self.pool
         raise error
 
-    async def _catch_up(self, conn: AsyncConnection[Any], user_id: UUID | None, after: Position,
+    async def _catch_up(self, conn: AsyncTrackedConnection[Any], user_id: UUID | None, after: Position,
                         replayed: Position, deadline: float) -> Position:
         again = b"rollback; " + _begin(self.settings, user_id, True, replayed=True)
         for delay in _poll_delays(deadline):

@@ -19,13 +19,16 @@ import functools
 import inspect
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, LiteralString, ParamSpec, TypeVar, cast
 
 import psycopg
 from psycopg import AsyncConnection, Connection
+from psycopg.adapt import AdaptersMap, Transformer
 from psycopg.rows import dict_row, scalar_row
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import Jsonb
 from pydantic import (
     AfterValidator,
@@ -230,12 +233,83 @@ def _list_of(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
+class _Timestamptz(TimestamptzLoader):
+    """Reads 'infinity', '-infinity' and years past 9999, which Python's datetime cannot hold, as
+    datetime.max / datetime.min (UTC) instead of failing the whole row."""
+
+    def load(self, data: Any) -> datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return (datetime.min if bytes(data).startswith(b"-") or bytes(data).endswith(b"BC")
+                    else datetime.max).replace(tzinfo=UTC)
+
+
+def _reread(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: int | None = None) -> list[Any]:
+    """The result's rows (the first `rows`) read again from what was received, with the timestamptz
+    loader above: psycopg's own loaders, in C, refused a value. Only then, since a loader written in
+    Python costs a microsecond per value (half a 1,000-row listing's time)."""
+    result = cur.pgresult
+    if result is None or cur.description is None:
+        raise psycopg.DataError("no result to read")
+    adapters = AdaptersMap(cur.adapters)
+    adapters.register_loader("timestamptz", _Timestamptz)
+    reader = Transformer(adapters)
+    reader.set_pgresult(result)
+    names = [column.name for column in cur.description]
+    make_row: Callable[[Sequence[Any]], Any] = (
+        (lambda values: values[0]) if cur.row_factory is scalar_row
+        else (lambda values: dict(zip(names, values, strict=True))))
+    return reader.load_rows(0, min(result.ntuples, rows if rows is not None else result.ntuples), make_row)
+
+
+def _refused(exc: psycopg.DataError) -> bool:
+    """A value a loader refused on this side (no SQLSTATE: not the server's error)."""
+    return exc.sqlstate is None
+
+
+def _one(cur: psycopg.Cursor[Any]) -> Any:
+    try:
+        return cur.fetchone()
+    except psycopg.DataError as exc:
+        if not _refused(exc):
+            raise
+        return next(iter(_reread(cur, 1)), None)
+
+
+def _all(cur: psycopg.Cursor[Any]) -> list[Any]:
+    try:
+        return cur.fetchall()
+    except psycopg.DataError as exc:
+        if not _refused(exc):
+            raise
+        return _reread(cur)
+
+
+async def _one_async(cur: psycopg.AsyncCursor[Any]) -> Any:
+    try:
+        return await cur.fetchone()
+    except psycopg.DataError as exc:
+        if not _refused(exc):
+            raise
+        return next(iter(_reread(cur, 1)), None)
+
+
+async def _all_async(cur: psycopg.AsyncCursor[Any]) -> list[Any]:
+    try:
+        return await cur.fetchall()
+    except psycopg.DataError as exc:
+        if not _refused(exc):
+            raise
+        return _reread(cur)
+
+
 def fetch_one(conn: Connection[Any], query: LiteralString, params: Params, model: type[M], name: str) -> M | None:
     """The first row of the result as a model, or None when there is none."""
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(query, _params(params))
-        row = cur.fetchone()
+        row = _one(cur)
         return None if row is None else model.model_validate(row)
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
@@ -248,7 +322,7 @@ def fetch_all(conn: Connection[Any], query: LiteralString, params: Params, model
     try:
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(query, _params(params))
-        return cast(list[M], _list_of(model).validate_python(cur.fetchall()))
+        return cast(list[M], _list_of(model).validate_python(_all(cur)))
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -267,7 +341,7 @@ def fetch_value(conn: Connection[Any], query: LiteralString, params: Params, nam
     try:
         cur = conn.cursor(row_factory=scalar_row)
         cur.execute(query, _params(params))
-        return _adapter(kind).validate_python(cur.fetchone())
+        return _adapter(kind).validate_python(_one(cur))
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -284,7 +358,7 @@ def execute(conn: Connection[Any], query: LiteralString, params: Params, name: s
         raise unreadable(name, exc) from exc
 
 
-def _script(query: LiteralString) -> LiteralString:
+def script_text(query: LiteralString) -> LiteralString:
     """A script's SQL as psycopg would read it with parameters (`%%` is `%`): a script of several
     statements cannot be sent with a parameter mapping, so the unescaping is done here."""
     return query.replace("%%", "%")
@@ -293,7 +367,7 @@ def _script(query: LiteralString) -> LiteralString:
 def run_script(conn: Connection[Any], query: LiteralString) -> None:
     """Run a script of one or more statements without parameters."""
     try:
-        conn.execute(_script(query))
+        conn.execute(script_text(query))
     except psycopg.Error as exc:
         raise translate(exc) from exc
 
@@ -304,7 +378,7 @@ async def fetch_one_async(conn: AsyncConnection[Any], query: LiteralString, para
     try:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(query, _params(params))
-        row = await cur.fetchone()
+        row = await _one_async(cur)
         return None if row is None else model.model_validate(row)
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
@@ -318,7 +392,7 @@ async def fetch_all_async(conn: AsyncConnection[Any], query: LiteralString, para
     try:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(query, _params(params))
-        return cast(list[M], _list_of(model).validate_python(await cur.fetchall()))
+        return cast(list[M], _list_of(model).validate_python(await _all_async(cur)))
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -331,7 +405,7 @@ async def fetch_value_async(conn: AsyncConnection[Any], query: LiteralString, pa
     try:
         cur = conn.cursor(row_factory=scalar_row)
         await cur.execute(query, _params(params))
-        return _adapter(kind).validate_python(await cur.fetchone())
+        return _adapter(kind).validate_python(await _one_async(cur))
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -351,6 +425,6 @@ async def execute_async(conn: AsyncConnection[Any], query: LiteralString, params
 async def run_script_async(conn: AsyncConnection[Any], query: LiteralString) -> None:
     """run_script on an async connection."""
     try:
-        await conn.execute(_script(query))
+        await conn.execute(script_text(query))
     except psycopg.Error as exc:
         raise translate(exc) from exc

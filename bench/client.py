@@ -34,8 +34,8 @@ THREADS = 4
 SET_USER = "select set_config('automl.user_id', %s, true)"
 LISTED = 1000
 RAW = "raw psycopg"
-#: Raw psycopg sending the typed transaction's own BEGIN (acting user, date settings) and its
-#: session reset + COMMIT (issue 9's hygiene): how much of typed / raw is that, not the Python layer.
+#: Raw psycopg sending the typed transaction's own BEGIN (acting user, date settings) and the session
+#: reset + COMMIT (issue 9's hygiene) that a block running statements of its own pays.
 HYGIENE = "raw + session reset"
 CALLS = (Goal(RAW, 0.9),)
 LISTING = (Goal(RAW, 1.3, at_most=True),)
@@ -243,8 +243,9 @@ def run(url: str, *, seconds: float, rounds: int, depth: int) -> Table:
             f" cost 0 before each round. Listing: the median time of `list_jobs` returning {LISTED:,} jobs"
             " (all columns), against fetching the same rows as tuples. Raw + session reset: the raw side"
             " sending, instead of BEGIN and COMMIT, the typed transaction's own BEGIN (acting user, ISO"
-            " dates in UTC) and its session reset before COMMIT, so typed / that column is what the Python"
-            " layer costs (arguments checked, rows validated into pydantic models, errors translated)."
+            " dates in UTC) and the session reset before COMMIT that a block pays when it ran statements of"
+            " its own (the typed side's blocks run only generated queries, which leave the session as it"
+            " was, so they commit without it: automl_db.session)."
         ),
         project="typed",
         baselines=(RAW, HYGIENE),

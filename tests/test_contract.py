@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -254,6 +255,57 @@ def test_session_state_does_not_leak_to_the_next_transaction(app_url: str, conn:
             swallow_a_failure()
         with db.transaction() as c:
             assert c.execute("show statement_timeout").fetchone() == ("0",)
+
+
+def _set_by_cursor(c: psycopg.Connection[Any]) -> None:
+    c.cursor().execute("set statement_timeout = 1")
+
+
+def _set_by_executemany(c: psycopg.Connection[Any]) -> None:
+    c.cursor().executemany("select set_config('statement_timeout', %s, false)", [("1",)])
+
+
+def _set_by_stream(c: psycopg.Connection[Any]) -> None:
+    list(c.cursor().stream("select set_config('statement_timeout', '1', false)"))
+
+
+def _set_after_swapping_the_cursor_class(c: psycopg.Connection[Any]) -> None:
+    c.cursor_factory = psycopg.Cursor
+    c.execute("set statement_timeout = 1")
+
+
+def _set_through_a_query_and_a_held_cursor(c: psycopg.Connection[Any]) -> None:
+    with c.cursor("held", withhold=True) as cur:
+        cur.execute("select set_config('statement_timeout', '1', false)")
+        cur.fetchall()
+
+
+@pytest.mark.parametrize("touch", [_set_by_cursor, _set_by_executemany, _set_by_stream,
+                                   _set_after_swapping_the_cursor_class, _set_through_a_query_and_a_held_cursor])
+def test_every_way_a_block_runs_sql_is_seen_by_the_reset(
+        app_url: str, conn: Conn, touch: Callable[[psycopg.Connection[Any]], None]) -> None:
+    """Only blocks that ran something else than the generated queries are reset (automl_db.session):
+    whatever path a statement took, the next transaction starts clean."""
+    user = make_user(conn)
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        with db.transaction(user_id=user) as c:
+            assert q.get_user(c, id=user) is not None
+            touch(c)
+        with db.transaction() as c:
+            assert c.execute("show statement_timeout").fetchone() == ("0",)
+            assert c.execute("select count(*) from pg_cursors").fetchone() == (0,)
+            assert c.cursor_factory is not psycopg.Cursor
+
+
+def test_an_async_block_that_sets_the_session_is_reset(app_url: str, conn: Conn) -> None:
+    async def scenario() -> tuple[Any, ...] | None:
+        async with await AsyncDatabase.connect(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+            async with db.transaction() as c:
+                await c.cursor().execute("set statement_timeout = 1")
+            async with db.transaction() as c:
+                return await (await c.execute("show statement_timeout")).fetchone()
+
+    assert asyncio.run(scenario()) == ("0",)
 
 
 def test_a_statement_timeout_holds_per_transaction(app_url: str) -> None:
