@@ -472,10 +472,10 @@ create trigger dataset_versions_count_storage
 -- Lock order: deleting a dataset (and, by cascade, its versions) or changing a version's sizes
 -- moves the owner's counters; take the users row before the rows themselves.
 create trigger datasets_lock_acting_user before delete on datasets
-    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    for each statement when (pg_trigger_depth() = 0 and current_setting('automl.user_id', true) <> '')
     execute function lock_acting_user();
 create trigger dataset_versions_lock_acting_user before update or delete on dataset_versions
-    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    for each statement when (pg_trigger_depth() = 0 and current_setting('automl.user_id', true) <> '')
     execute function lock_acting_user();
 
 create trigger datasets_owner_immutable before update of user_id on datasets

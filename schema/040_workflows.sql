@@ -98,7 +98,7 @@ create trigger workflows_count_usage after insert or delete or update of is_dele
     for each row execute function workflows_count_usage();
 -- Lock order: soft-deleting, restoring or deleting a workflow moves the owner's counter.
 create trigger workflows_lock_acting_user before update or delete on workflows
-    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    for each statement when (pg_trigger_depth() = 0 and current_setting('automl.user_id', true) <> '')
     execute function lock_acting_user();
 create trigger workflows_owner_immutable before update of user_id on workflows
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();

@@ -179,61 +179,72 @@ begin
         end if;
         return new;
     end if;
-    if new is not distinct from old then
-        return new;  -- nothing changes (a retried submission locking the first job): no stamp either
-    end if;
-    if new.results is distinct from old.results and not jsonb_is_object(coalesce(new.results, '{}')) then
-        raise check_violation using message = 'a job''s results are a JSON object', constraint = 'jobs_results_shape';
-    end if;
-
+    -- The hot moves (a claim, a completion) are told apart from the rest by one expression each:
+    -- the frozen terms and results first, then the status.
     if new.workflow_snapshot_id <> old.workflow_snapshot_id or new.max_attempts <> old.max_attempts
-       or (new.credit_cost <> old.credit_cost
-           and (old.status <> 'pending'
-                or exists (select from credit_transactions c where c.job_id = old.id and c.type = 'consumption'))) then
-        raise exception 'job %: snapshot, attempts allowed, and credit_cost once charged or queued, cannot change',
-            old.id using errcode = 'AM004', constraint = 'jobs_terms_immutable';
+       or new.credit_cost <> old.credit_cost or new.results is distinct from old.results then
+        if new.results is distinct from old.results and not jsonb_is_object(coalesce(new.results, '{}')) then
+            raise check_violation using message = 'a job''s results are a JSON object',
+                constraint = 'jobs_results_shape';
+        end if;
+        if new.workflow_snapshot_id <> old.workflow_snapshot_id or new.max_attempts <> old.max_attempts
+           or (new.credit_cost <> old.credit_cost
+               and (old.status <> 'pending'
+                    or exists (select from credit_transactions c
+                               where c.job_id = old.id and c.type = 'consumption'))) then
+            raise exception 'job %: snapshot, attempts allowed, and credit_cost once charged or queued, cannot change',
+                old.id using errcode = 'AM004', constraint = 'jobs_terms_immutable';
+        end if;
     end if;
-
-    new.updated_at := now();  -- this trigger stamps updated_at too: one PL/pgSQL call per update
-    new.created_at := old.created_at;
-    new.attempt := old.attempt;
     if new.status = old.status then
+        if new is not distinct from old then
+            return new;  -- nothing changes (a retried submission locking the first job): no stamp either
+        end if;
+        new.updated_at := now();
+        new.created_at := old.created_at;
+        new.attempt := old.attempt;
         new.queued_at := old.queued_at;
         new.started_at := old.started_at;
         new.completed_at := old.completed_at;
         new.worker_id := old.worker_id;
         return new;
     end if;
-
-    if not ((old.status = 'pending' and new.status in ('queued', 'cancelled'))
-            or (old.status = 'queued' and new.status in ('running', 'cancelled'))
-            or (old.status = 'running' and new.status in ('completed', 'failed', 'cancelled'))
-            or (old.status = 'running' and new.status = 'queued' and old.attempt < old.max_attempts)) then
-        raise exception 'job % cannot move from % to %', old.id, old.status, new.status
-            using errcode = 'AM003', constraint = 'jobs_status_transition';
-    end if;
-
     -- now() is when this transaction began, which may precede a concurrent transaction's stamp
     -- on the same job (a rescuer's requeue, say): each stamp is at least the one before it.
-    case new.status
-        when 'queued' then
+    case
+        when old.status = 'queued' and new.status = 'running' then
+            new.started_at := greatest(now(), old.queued_at, old.created_at);
+            new.completed_at := null;
+            new.heartbeat_at := now();
+            new.attempt := old.attempt + 1;  -- a claim; queued jobs always have an attempt left
+        when old.status = 'running' and new.status in ('completed', 'failed', 'cancelled') then
+            new.started_at := old.started_at;
+            new.completed_at := greatest(now(), old.started_at, old.queued_at, old.created_at);
+            new.worker_id := old.worker_id;
+            new.attempt := old.attempt;
+        when (old.status = 'pending' and new.status = 'queued')
+             or (old.status = 'running' and new.status = 'queued' and old.attempt < old.max_attempts) then
             new.queued_at := greatest(now(), old.created_at);
             new.started_at := null;
             new.completed_at := null;
             new.worker_id := null;
             new.heartbeat_at := null;
-        when 'running' then
-            new.queued_at := old.queued_at;
-            new.started_at := greatest(now(), old.queued_at, old.created_at);
-            new.completed_at := null;
-            new.heartbeat_at := now();
-            new.attempt := old.attempt + 1;  -- a claim; queued jobs always have an attempt left
-        else
-            new.queued_at := old.queued_at;
+            new.attempt := old.attempt;
+            new.created_at := old.created_at;
+            new.updated_at := now();
+            return new;
+        when old.status in ('pending', 'queued') and new.status = 'cancelled' then
             new.started_at := old.started_at;
             new.completed_at := greatest(now(), old.started_at, old.queued_at, old.created_at);
             new.worker_id := old.worker_id;
+            new.attempt := old.attempt;
+        else
+            raise exception 'job % cannot move from % to %', old.id, old.status, new.status
+                using errcode = 'AM003', constraint = 'jobs_status_transition';
     end case;
+    new.queued_at := old.queued_at;
+    new.created_at := old.created_at;
+    new.updated_at := now();
     return new;
 end;
 $$;
@@ -293,7 +304,7 @@ create trigger jobs_settle_credits_on_update after update of status on jobs
     execute function jobs_settle_credits();
 -- Lock order: a status change may charge or refund the owner; take the users row first.
 create trigger jobs_lock_acting_user before update on jobs
-    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    for each statement when (pg_trigger_depth() = 0 and current_setting('automl.user_id', true) <> '')
     execute function lock_acting_user();
 create trigger jobs_owner_immutable before update of user_id on jobs
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();

@@ -89,7 +89,7 @@ create trigger models_count_usage after insert or delete on models
     for each row execute function models_count_usage();
 -- Lock order: deleting a model moves the owner's counter.
 create trigger models_lock_acting_user before delete on models
-    for each statement when (pg_trigger_depth() = 0 and app_user_id() is not null)
+    for each statement when (pg_trigger_depth() = 0 and current_setting('automl.user_id', true) <> '')
     execute function lock_acting_user();
 create trigger models_owner_immutable before update of user_id on models
     for each row when (old.user_id is distinct from new.user_id) execute function refuse_owner_change();
