@@ -70,7 +70,7 @@ reset *args:
     automl-db reset {{ args }}
 
 # Benchmarks against their physical floors in the same run; figures into docs/benchmarks.md
-# (--quick: smoke test; --only ledger|queue|api|replication: print one table, write nothing)
+# (--quick: smoke test; --only ledger|queue|costs|api|replication: print one table, write nothing)
 bench *args:
     python -m bench.run {{ args }}
 

@@ -2,7 +2,7 @@
 its physical floor and its other baselines in the same run, audit the database, and write the
 figures to docs/benchmarks.md.
 
-    python -m bench.run [--seconds N] [--rounds N] [--quick] [--only ledger|queue|api|replication]
+    python -m bench.run [--seconds N] [--rounds N] [--quick] [--only ledger|queue|costs|api|replication]
 
 --quick: small tables and short runs (a smoke test). --only: one benchmark, printed, nothing written.
 """
@@ -23,7 +23,7 @@ import psycopg
 
 from automl_db.tools import migrate, scratch
 from automl_db.urls import enable_local_logins
-from bench import client, ledger, queue, replication, report
+from bench import client, costs, ledger, queue, replication, report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, help="duration of each run (default 5; --quick: 1)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 5; --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="small tables, short runs (smoke test)")
-    parser.add_argument("--only", choices=["ledger", "queue", "api", "replication"],
+    parser.add_argument("--only", choices=["ledger", "queue", "costs", "api", "replication"],
                         help="run one benchmark, print, write nothing")
     args = parser.parse_args(args_given)
 
@@ -108,6 +108,9 @@ def _run(args: argparse.Namespace, args_given: list[str], url: str) -> int:
         "ledger": lambda: ledger.run(url, seconds=seconds, rounds=rounds, accounts=sizes.accounts,
                                      history=sizes.history),
         "queue": lambda: queue.run(url, seconds=seconds, rounds=rounds, depth=sizes.depth, finished=sizes.finished),
+        # On a scratch copy of its own: it takes the rules of jobs away one by one (ten steps, so at
+        # most three rounds each).
+        "costs": lambda: costs.run(seconds=seconds, rounds=min(rounds, 3), depth=sizes.depth),
         "api": lambda: client.run(url, seconds=seconds, rounds=rounds, depth=sizes.depth // 10),
         # Its own primary and standby from the embedded binaries, whatever DATABASE_URL says.
         "replication": lambda: replication.run(seconds=seconds, rounds=rounds, accounts=sizes.accounts),
