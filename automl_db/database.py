@@ -40,7 +40,7 @@ from uuid import UUID
 
 import psycopg
 import psycopg_pool
-from psycopg import AsyncConnection, Connection, pq, sql
+from psycopg import AsyncConnection, Connection, generators, pq, sql
 from psycopg.rows import tuple_row
 
 from automl_db.config import Settings
@@ -136,13 +136,16 @@ def _position_in(result: pq.abc.PGresult) -> Position:
 
 
 def _exec(conn: Connection[Any], statement: bytes) -> pq.abc.PGresult:
-    """One simple-protocol round trip straight through libpq (which releases the GIL while it waits),
-    the last statement's result: a BEGIN and an untouched block's COMMIT need none of a cursor's
-    work, about 60 µs of client time per transaction."""
-    result = conn.pgconn.exec_(statement)
-    if result.status not in _DONE:
-        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-    return result
+    """One simple-protocol round trip without a cursor, as psycopg's own commit() makes it (its wait
+    loop, so an interrupt cancels the statement): a BEGIN and an untouched block's COMMIT need none
+    of a cursor's work, about 60 µs of client time per transaction. The last statement's result."""
+    with conn.lock:
+        conn.pgconn.send_query(statement)
+        results: list[pq.abc.PGresult] = conn.wait(generators.execute(conn.pgconn))
+    for result in results:
+        if result.status not in _DONE:
+            raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    return results[-1]
 
 
 def _poll_delays(deadline: float) -> Iterator[float]:
@@ -175,6 +178,11 @@ def _ending(conn: AnyConnection, commit: bool) -> tuple[bytes | None, Exception 
     if conn.closed:
         closed = TransactionFailed("the block closed its connection: the transaction was rolled back")
         return None, closed if commit else None
+    if not conn.autocommit:
+        # psycopg would wrap the reset in a transaction of its own, which the pool then rolls back
+        switched = TransactionFailed("the block ended its transaction and turned autocommit off: anything it ran"
+                                     " since is rolled back, and the connection is not reused")
+        return None, switched if commit else None
     status = conn.info.transaction_status
     if status == pq.TransactionStatus.IDLE:
         itself = TransactionFailed("the block committed or rolled back itself; its later statements ran outside"
@@ -352,8 +360,10 @@ class Database:
             if conn.lock.locked():  # a stream() still holds the connection: it can only be dropped
                 conn.close()
                 error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
+            elif not conn.autocommit:
+                conn.close()
             elif end is not None or not conn.closed:
-                touched = end is None or conn.touched
+                touched = end is None or conn.session_touched
                 statement = _ending_statement(end, receipt, touched)
                 if end is COMMIT and not touched:
                     result = _exec(conn, statement)
@@ -555,8 +565,10 @@ class AsyncDatabase:
             if conn.lock.locked():  # a stream() still holds the connection: it can only be dropped
                 await conn.close()
                 error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
+            elif not conn.autocommit:
+                await conn.close()
             elif end is not None or not conn.closed:
-                touched = end is None or conn.touched
+                touched = end is None or conn.session_touched
                 cursor = await conn.execute(_ending_statement(end, receipt, touched), prepare=False)
                 if _ended(cursor, receipt if end is COMMIT else None, touched):
                     await conn.execute(b"deallocate all", prepare=False)

@@ -19,6 +19,7 @@ import functools
 import inspect
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,7 +27,7 @@ from typing import Annotated, Any, LiteralString, ParamSpec, TypeVar, cast
 
 import psycopg
 from psycopg import AsyncConnection, Connection
-from psycopg.adapt import AdaptersMap, Transformer
+from psycopg.adapt import Transformer
 from psycopg.rows import dict_row, scalar_row
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import Jsonb
@@ -234,15 +235,23 @@ def _list_of(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
 
 
 class _Timestamptz(TimestamptzLoader):
-    """Reads 'infinity', '-infinity' and years past 9999, which Python's datetime cannot hold, as
-    datetime.max / datetime.min (UTC) instead of failing the whole row."""
+    """Reads what Python's datetime cannot hold, 'infinity', '-infinity', years past 9999 and BC
+    dates, as datetime.max / datetime.min (UTC) instead of failing the whole row; anything else it
+    cannot read still fails."""
 
     def load(self, data: Any) -> datetime:
         try:
             return super().load(data)
         except psycopg.DataError:
-            return (datetime.min if bytes(data).startswith(b"-") or bytes(data).endswith(b"BC")
-                    else datetime.max).replace(tzinfo=UTC)
+            text = bytes(data)
+            if text == b"-infinity" or text.endswith(b" BC"):
+                return datetime.min.replace(tzinfo=UTC)
+            if text == b"infinity" or _LATE_YEAR.match(text):
+                return datetime.max.replace(tzinfo=UTC)
+            raise
+
+
+_LATE_YEAR = re.compile(rb"[0-9]{5,}-")
 
 
 def _reread(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: int | None = None) -> list[Any]:
@@ -252,9 +261,10 @@ def _reread(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: int | Non
     result = cur.pgresult
     if result is None or cur.description is None:
         raise psycopg.DataError("no result to read")
-    adapters = AdaptersMap(cur.adapters)
-    adapters.register_loader("timestamptz", _Timestamptz)
-    reader = Transformer(adapters)
+    context = psycopg.Cursor(cur.connection) if isinstance(cur, psycopg.Cursor) else psycopg.AsyncCursor(
+        cur.connection)  # the connection's encoding and adapters, one loader more; it runs nothing
+    context.adapters.register_loader("timestamptz", _Timestamptz)
+    reader = Transformer(context)
     reader.set_pgresult(result)
     names = [column.name for column in cur.description]
     make_row: Callable[[Sequence[Any]], Any] = (

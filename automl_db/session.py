@@ -4,21 +4,25 @@ A block's statements run on a pooled connection that the next block reuses, so a
 changes the session (`SET`, `set_config(..., false)`, `SET ROLE`, `LISTEN`, `PREPARE`, a cursor
 WITH HOLD) must not outlive its block. Resetting costs a sixth statement in the block's last round
 trip; most blocks run only the generated queries, none of which touches the session. So the pool's
-connections note what they run: a statement that is not one of the generated queries (or a named,
-server-side cursor, or a cursor class swapped by the block) marks the session as touched, and only
-a touched session is reset when its block ends. What bypasses psycopg's cursors (libpq itself, via
-`conn.pgconn`) is not seen: that is the one way left to leak session state.
+connections note what they exchange with the server: anything but a generated query run by the
+cursor class the pool sets (a statement of the block's own, a COPY, another cursor class, a
+server-side cursor, a savepoint, a commit) marks the session as touched, and only a touched session
+is reset when its block ends. What bypasses psycopg altogether (libpq itself, via `conn.pgconn`) is
+not seen: that is the one way left to leak session state.
 """
 
+import asyncio
 import functools
 import importlib
 import pkgutil
-from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any, Self
+import threading
+from typing import Any, Self, TypeVar
 
-from psycopg import AsyncConnection, AsyncCursor, AsyncServerCursor, Connection, Cursor, ServerCursor
-from psycopg.abc import Params, Query
+from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor
+from psycopg.abc import Params, PQGen
 from psycopg.rows import Row
+
+RV = TypeVar("RV")
 
 #: The session as it was when it connected, in the round trip that ends a touched block. Before a
 #: COMMIT, inside the transaction: the COMMIT then runs under the default settings, not a 1 ms
@@ -47,59 +51,45 @@ def generated() -> frozenset[str]:
     return frozenset(statements)
 
 
-def _note(conn: "TrackedConnection | AsyncTrackedConnection", query: object) -> None:
-    if query.__class__ is not str or query not in generated():
-        conn.session_touched = True
-
-
 class TrackedCursor(Cursor[Row]):
-    """A client-side cursor that notes statements other than the generated queries."""
+    """A client-side cursor that vouches for the generated queries: while it runs one, its connection
+    does not count the round trips as touching the session."""
 
     def execute(self, query: Any, params: Params | None = None, *, prepare: bool | None = None,
                 binary: bool | None = None) -> Self:
-        _note(self._conn, query)  # type: ignore[arg-type]
-        return super().execute(query, params, prepare=prepare, binary=binary)
-
-    def executemany(self, query: Query, params_seq: Iterable[Params], *, returning: bool = False) -> None:
-        _note(self._conn, query)  # type: ignore[arg-type]
-        super().executemany(query, params_seq, returning=returning)
-
-    def stream(self, query: Query, params: Params | None = None, *, binary: bool | None = None,
-               size: int = 1) -> Iterator[Row]:
-        _note(self._conn, query)  # type: ignore[arg-type]
-        return super().stream(query, params, binary=binary, size=size)
-
-
-class TrackedServerCursor(ServerCursor[Row]):
-    """A named (server-side) cursor: it may be WITH HOLD and outlive the transaction."""
-
-    def __init__(self, connection: "Connection[Any]", name: str, **kwargs: Any) -> None:
-        super().__init__(connection, name, **kwargs)
-        if isinstance(connection, TrackedConnection):
-            connection.session_touched = True
+        conn = self._conn
+        if query.__class__ is not str or query not in generated() or not isinstance(conn, TrackedConnection):
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        conn.vouched = threading.get_ident()
+        try:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        finally:
+            conn.vouched = None
 
 
 class TrackedConnection(Connection[Row]):
-    """The pool's connections: `session_touched` says whether the current block may have changed
-    the session (the block's start clears it; see the module's doc)."""
+    """The pool's connections. Every exchange with the server that psycopg makes goes through
+    `wait()`: one that no TrackedCursor vouched for (a statement of the block's own, a COPY, a cursor
+    of another class, a server-side cursor, a savepoint...) marks the session as touched. The
+    block's start clears the mark; BEGIN and an untouched block's COMMIT go through libpq directly."""
 
     session_touched = True
+    #: The thread running a generated query (by identity, not a flag: a thread sharing the connection
+    #: against the rules cannot slip a statement of its own through another's vouching).
+    vouched: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.watch()
 
     def watch(self) -> None:
-        """(Back to) the cursor classes that note what runs."""
+        """(Back to) the cursor class that vouches for the generated queries."""
         self.cursor_factory = TrackedCursor
-        self.server_cursor_factory = TrackedServerCursor
 
-    @property
-    def touched(self) -> bool:
-        """Whether the block must reset the session: it ran something else than generated queries, or
-        swapped the cursor classes that watch for that."""
-        return (self.session_touched or self.cursor_factory is not TrackedCursor
-                or self.server_cursor_factory is not TrackedServerCursor)
+    def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
+        if self.vouched != threading.get_ident():
+            self.session_touched = True
+        return super().wait(gen, *args, **kwargs)
 
 
 class AsyncTrackedCursor(AsyncCursor[Row]):
@@ -107,44 +97,32 @@ class AsyncTrackedCursor(AsyncCursor[Row]):
 
     async def execute(self, query: Any, params: Params | None = None, *, prepare: bool | None = None,
                       binary: bool | None = None) -> Self:
-        _note(self._conn, query)  # type: ignore[arg-type]
-        return await super().execute(query, params, prepare=prepare, binary=binary)
-
-    async def executemany(self, query: Query, params_seq: Iterable[Params], *, returning: bool = False) -> None:
-        _note(self._conn, query)  # type: ignore[arg-type]
-        await super().executemany(query, params_seq, returning=returning)
-
-    def stream(self, query: Query, params: Params | None = None, *, binary: bool | None = None,
-               size: int = 1) -> AsyncIterator[Row]:
-        _note(self._conn, query)  # type: ignore[arg-type]
-        return super().stream(query, params, binary=binary, size=size)
-
-
-class AsyncTrackedServerCursor(AsyncServerCursor[Row]):
-    """TrackedServerCursor for asyncio."""
-
-    def __init__(self, connection: "AsyncConnection[Any]", name: str, **kwargs: Any) -> None:
-        super().__init__(connection, name, **kwargs)
-        if isinstance(connection, AsyncTrackedConnection):
-            connection.session_touched = True
+        conn = self._conn
+        if query.__class__ is not str or query not in generated() or not isinstance(conn, AsyncTrackedConnection):
+            return await super().execute(query, params, prepare=prepare, binary=binary)
+        conn.vouched = asyncio.current_task()
+        try:
+            return await super().execute(query, params, prepare=prepare, binary=binary)
+        finally:
+            conn.vouched = None
 
 
 class AsyncTrackedConnection(AsyncConnection[Row]):
     """TrackedConnection for asyncio."""
 
     session_touched = True
+    #: The task running a generated query (see TrackedConnection.vouched).
+    vouched: asyncio.Task[Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.watch()
 
     def watch(self) -> None:
-        """(Back to) the cursor classes that note what runs."""
+        """(Back to) the cursor class that vouches for the generated queries."""
         self.cursor_factory = AsyncTrackedCursor
-        self.server_cursor_factory = AsyncTrackedServerCursor
 
-    @property
-    def touched(self) -> bool:
-        """See TrackedConnection.touched."""
-        return (self.session_touched or self.cursor_factory is not AsyncTrackedCursor
-                or self.server_cursor_factory is not AsyncTrackedServerCursor)
+    async def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
+        if self.vouched is None or self.vouched is not asyncio.current_task():
+            self.session_touched = True
+        return await super().wait(gen, *args, **kwargs)

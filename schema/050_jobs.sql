@@ -238,6 +238,8 @@ begin
             new.completed_at := greatest(now(), old.started_at, old.queued_at, old.created_at);
             new.worker_id := old.worker_id;
             new.attempt := old.attempt;
+        when new.status is null then
+            return new;  -- refused by status's NOT NULL (23502), as for any other column
         else
             raise exception 'job % cannot move from % to %', old.id, old.status, new.status
                 using errcode = 'AM003', constraint = 'jobs_status_transition';

@@ -179,15 +179,17 @@ def test_every_column_a_client_writes_is_bounded(conn: Conn) -> None:
 
 def test_timestamps_python_cannot_hold_read_as_the_ends_of_time(conn: Conn, app: Database) -> None:
     user = make_user(conn)
-    ends = [make_dataset(conn, user, name) for name in ("future", "past", "far")]
+    ends = [make_dataset(conn, user, name) for name in ("future", "past", "far", "caesar")]
     conn.execute("update datasets set created_at = 'infinity' where id = %s", [ends[0]])
     conn.execute("update datasets set created_at = '-infinity' where id = %s", [ends[1]])
     conn.execute("update datasets set created_at = '12000-01-01' where id = %s", [ends[2]])
+    conn.execute("update datasets set created_at = '0044-03-15 BC' where id = %s", [ends[3]])
     with app.transaction(user_id=user) as c:
         listed = {d.name: d.created_at for d in q.list_datasets(c, user_id=user)}
     assert listed["future"].year == 9999
     assert listed["far"].year == 9999
     assert listed["past"].year == 1
+    assert listed["caesar"].year == 1
 
 
 def test_a_label_added_by_a_newer_migration_reads_back(conn: Conn, app: Database) -> None:
@@ -274,14 +276,44 @@ def _set_after_swapping_the_cursor_class(c: psycopg.Connection[Any]) -> None:
     c.execute("set statement_timeout = 1")
 
 
+def _set_and_swap_the_cursor_class_back(c: psycopg.Connection[Any]) -> None:
+    factory = c.cursor_factory
+    c.cursor_factory = psycopg.Cursor
+    c.execute("set statement_timeout = 1")
+    c.cursor_factory = factory
+
+
+def _set_by_a_cursor_of_another_class(c: psycopg.Connection[Any]) -> None:
+    psycopg.ClientCursor(c).execute("set statement_timeout = %s", [1])
+
+
+def _set_by_copy(c: psycopg.Connection[Any]) -> None:
+    with c.cursor().copy("copy (select set_config('statement_timeout', '1', false)) to stdout") as copy:
+        list(copy)
+
+
 def _set_through_a_query_and_a_held_cursor(c: psycopg.Connection[Any]) -> None:
     with c.cursor("held", withhold=True) as cur:
         cur.execute("select set_config('statement_timeout', '1', false)")
         cur.fetchall()
 
 
+def _set_by_a_held_cursor_of_its_own_class(c: psycopg.Connection[Any]) -> None:
+    with psycopg.ServerCursor(c, "held", withhold=True) as cur:
+        cur.execute("select set_config('statement_timeout', '1', false)")
+        cur.fetchall()
+
+
+def _set_inside_a_savepoint(c: psycopg.Connection[Any]) -> None:
+    with c.transaction():  # a savepoint: psycopg's own round trips, not a generated query
+        c.execute("set statement_timeout = 1")
+
+
 @pytest.mark.parametrize("touch", [_set_by_cursor, _set_by_executemany, _set_by_stream,
-                                   _set_after_swapping_the_cursor_class, _set_through_a_query_and_a_held_cursor])
+                                   _set_after_swapping_the_cursor_class, _set_and_swap_the_cursor_class_back,
+                                   _set_by_a_cursor_of_another_class, _set_by_copy,
+                                   _set_through_a_query_and_a_held_cursor, _set_by_a_held_cursor_of_its_own_class,
+                                   _set_inside_a_savepoint])
 def test_every_way_a_block_runs_sql_is_seen_by_the_reset(
         app_url: str, conn: Conn, touch: Callable[[psycopg.Connection[Any]], None]) -> None:
     """Only blocks that ran something else than the generated queries are reset (automl_db.session):
@@ -295,6 +327,21 @@ def test_every_way_a_block_runs_sql_is_seen_by_the_reset(
             assert c.execute("show statement_timeout").fetchone() == ("0",)
             assert c.execute("select count(*) from pg_cursors").fetchone() == (0,)
             assert c.cursor_factory is not psycopg.Cursor
+
+
+def test_a_block_that_turns_autocommit_off_is_refused_and_its_connection_dropped(app_url: str, conn: Conn) -> None:
+    def switch(db: Database) -> None:
+        with db.transaction() as c:
+            c.commit()
+            c.autocommit = False
+            c.execute("set statement_timeout = 1")  # psycopg begins a transaction for it
+
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        with pytest.raises(TransactionFailed, match="autocommit off"):
+            switch(db)
+        with db.transaction() as c:
+            assert c.autocommit
+            assert c.execute("show statement_timeout").fetchone() == ("0",)
 
 
 def test_an_async_block_that_sets_the_session_is_reset(app_url: str, conn: Conn) -> None:

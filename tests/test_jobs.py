@@ -47,6 +47,14 @@ def test_status_machine(conn: Conn, source: str, target: str) -> None:
                        sqlstate="AM003", constraint="jobs_status_transition")
 
 
+@pytest.mark.parametrize("source", STATUSES)
+def test_no_status_is_refused_as_a_null(conn: Conn, source: str) -> None:
+    user = make_user(conn)
+    job = make_job(conn, user)
+    move(conn, job, *PATH[source])
+    assert_refused(conn, "update jobs set status = null where id = %s", [job], sqlstate="23502")
+
+
 @pytest.mark.parametrize("status", ["running", "completed", "failed", "cancelled"])
 def test_a_job_is_born_pending_or_queued(conn: Conn, status: str) -> None:
     user = make_user(conn)
