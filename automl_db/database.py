@@ -41,6 +41,7 @@ from uuid import UUID
 import psycopg
 import psycopg_pool
 from psycopg import AsyncConnection, Connection, generators, pq, sql
+from psycopg.adapt import AdaptersMap
 from psycopg.rows import tuple_row
 
 from automl_db.config import Settings
@@ -65,17 +66,22 @@ AnyConnection = Connection[Any] | AsyncConnection[Any]
 #: How a block ends: a session it touched is reset first (automl_db.session), one it did not is not.
 COMMIT, ROLLBACK = RESET + b"; commit", b"rollback; " + RESET
 CLEAN_END = {COMMIT: b"commit", ROLLBACK: b"rollback"}
+_HELD = "a streaming cursor or a pipeline was still open at the end of the block: rolled back"
 _DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
 def _restore(conn: TrackedConnection[Any] | AsyncTrackedConnection[Any], settings: Settings) -> None:
-    """What a block may have changed on the connection object itself, back as the pool made it."""
+    """What a block may have changed on the connection object itself, back as the pool made it: the
+    next block's generated queries must not run through a dumper or loader this one registered."""
     conn.row_factory = tuple_row
     conn.watch()
     conn.prepare_threshold = settings.prepare_threshold
-    for handlers in ("_notice_handlers", "_notify_handlers"):  # psycopg keeps no public way to list them
+    # psycopg keeps no public way to list or reset these; a fresh map copies the global one lazily
+    for handlers in ("_notice_handlers", "_notify_handlers", "_notifies_backlog"):
         with suppress(AttributeError):
             getattr(conn, handlers).clear()
+    with suppress(AttributeError):
+        conn._adapters = AdaptersMap(psycopg.adapters)
 
 
 def _connect_kwargs(settings: Settings) -> dict[str, Any]:
@@ -357,9 +363,9 @@ class Database:
         pool = pool or self.pool
         end, error = _ending(conn, commit)
         try:
-            if conn.lock.locked():  # a stream() still holds the connection: it can only be dropped
-                conn.close()
-                error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
+            if conn.lock.locked() or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                conn.close()  # a stream() still holds the connection, or a pipeline is open: it can only be dropped
+                error = TransactionFailed(_HELD)
             elif not conn.autocommit:
                 conn.close()
             elif end is not None or not conn.closed:
@@ -377,6 +383,9 @@ class Database:
             if end is not None:
                 error = _ending_failed(conn, end, exc, error)
             conn.close()  # what the session still holds is unknown: it is not handed on
+        except BaseException:  # interrupted while it ended: the same
+            conn.close()
+            raise
         finally:
             pool.putconn(conn)  # a broken or closed connection is discarded by the pool
         if error is not None:
@@ -562,9 +571,9 @@ class AsyncDatabase:
         pool = pool or self.pool
         end, error = _ending(conn, commit)
         try:
-            if conn.lock.locked():  # a stream() still holds the connection: it can only be dropped
-                await conn.close()
-                error = TransactionFailed("a streaming cursor was still open at the end of the block: rolled back")
+            if conn.lock.locked() or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                await conn.close()  # a stream() still holds the connection, or a pipeline is open
+                error = TransactionFailed(_HELD)
             elif not conn.autocommit:
                 await conn.close()
             elif end is not None or not conn.closed:
@@ -576,6 +585,9 @@ class AsyncDatabase:
             if end is not None:
                 error = _ending_failed(conn, end, exc, error)
             await conn.close()  # what the session still holds is unknown: it is not handed on
+        except BaseException:  # cancelled while it ended: the same
+            await conn.close()
+            raise
         finally:
             await pool.putconn(conn)
         if error is not None:

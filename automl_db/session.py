@@ -71,7 +71,7 @@ class TrackedConnection(Connection[Row]):
     """The pool's connections. Every exchange with the server that psycopg makes goes through
     `wait()`: one that no TrackedCursor vouched for (a statement of the block's own, a COPY, a cursor
     of another class, a server-side cursor, a savepoint...) marks the session as touched. The
-    block's start clears the mark; BEGIN and an untouched block's COMMIT go through libpq directly."""
+    block's start (after its BEGIN) clears the mark."""
 
     session_touched = True
     #: The thread running a generated query (by identity, not a flag: a thread sharing the connection
@@ -80,11 +80,14 @@ class TrackedConnection(Connection[Row]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.made_prepared_max = self.prepared_max
         self.watch()
 
     def watch(self) -> None:
-        """(Back to) the cursor class that vouches for the generated queries."""
+        """(Back to) the cursor class that vouches for the generated queries, and psycopg's cache of
+        prepared statements as it was made."""
         self.cursor_factory = TrackedCursor
+        self.prepared_max = self.made_prepared_max
 
     def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
         if self.vouched != threading.get_ident():
@@ -116,11 +119,14 @@ class AsyncTrackedConnection(AsyncConnection[Row]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.made_prepared_max = self.prepared_max
         self.watch()
 
     def watch(self) -> None:
-        """(Back to) the cursor class that vouches for the generated queries."""
+        """(Back to) the cursor class that vouches for the generated queries, and psycopg's cache of
+        prepared statements as it was made."""
         self.cursor_factory = AsyncTrackedCursor
+        self.prepared_max = self.made_prepared_max
 
     async def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
         if self.vouched is None or self.vouched is not asyncio.current_task():

@@ -344,6 +344,41 @@ def test_a_block_that_turns_autocommit_off_is_refused_and_its_connection_dropped
             assert c.execute("show statement_timeout").fetchone() == ("0",)
 
 
+def test_a_block_that_leaves_a_pipeline_open_commits_nothing(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+
+    held = []
+
+    def pipelined(db: Database) -> None:
+        with db.transaction(user_id=user) as c:
+            held.append(c.pipeline())
+            held[0].__enter__()  # never exited
+            assert q.verify_email(c, id=user) is not None
+
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        with pytest.raises(TransactionFailed, match="pipeline"):
+            pipelined(db)
+        with db.transaction(user_id=user) as c:
+            found = q.get_user(c, id=user)
+    assert found is not None
+    assert not found.email_verified
+
+
+def test_what_a_block_registers_on_its_connection_stays_in_the_block(app_url: str, conn: Conn) -> None:
+    user = make_user(conn)
+    with Database(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
+        with db.transaction(user_id=user) as c:
+            c.adapters.register_loader("uuid", psycopg.types.string.TextLoader)
+            c.prepared_max = 1
+            assert isinstance(c.execute("select %s::uuid", [user]).fetchone()[0], str)  # type: ignore[index]
+        with db.transaction(user_id=user) as c:
+            assert c.execute("select %s::uuid", [user]).fetchone() == (user,)
+            assert c.prepared_max != 1
+            found = q.get_user(c, id=user)
+    assert found is not None
+    assert found.id == user
+
+
 def test_an_async_block_that_sets_the_session_is_reset(app_url: str, conn: Conn) -> None:
     async def scenario() -> tuple[Any, ...] | None:
         async with await AsyncDatabase.connect(app_url, settings=Settings(pool_min_size=1, pool_max_size=1)) as db:
