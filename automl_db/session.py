@@ -2,8 +2,8 @@
 
 A block's statements run on a pooled connection that the next block reuses, so a statement that
 changes the session (`SET`, `set_config(..., false)`, `SET ROLE`, `LISTEN`, `PREPARE`, a cursor
-WITH HOLD) must not outlive its block. Resetting costs a sixth statement in the block's last round
-trip; most blocks run only the generated queries, none of which touches the session. So the pool's
+WITH HOLD) must not outlive its block. Resetting costs six statements more in the block's last
+round trip; most blocks run only the generated queries, none of which touches the session. So the pool's
 connections note what they exchange with the server: anything but a generated query run by the
 cursor class the pool sets (a statement of the block's own, a COPY, another cursor class, a
 server-side cursor, a savepoint, a commit) marks the session as touched, and only a touched session

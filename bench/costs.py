@@ -12,7 +12,7 @@ import statistics
 import psycopg
 
 from automl_db.tools import scratch
-from bench import pgbench, queue
+from bench import pgbench, queue, sides
 from bench.report import Figures, Part
 
 #: (what is taken away, the SQL that takes it away); None: run as the administrator instead of
@@ -36,11 +36,9 @@ STEPS: list[tuple[str, str | None]] = [
 
 
 def run(*, seconds: int, rounds: int, depth: int) -> Figures:
-    from bench.run import prepare  # run imports this module
-
     rows: list[list[str]] = []
     with scratch.database("bench", suffix="costs") as url:
-        prepare(url)
+        sides.prepare(url)
         bench = queue.Bench(url, depth)
         project = next(s for s in bench.sides if s.label == queue.PROJECT.label)
         floor = next(s for s in bench.sides if s.label == "floor")
@@ -60,7 +58,7 @@ def run(*, seconds: int, rounds: int, depth: int) -> Figures:
                     rates.append(rate)
                     ratios.append(rate / bench.cycles(floor, 1, seconds))
                 ratio, rate = statistics.median(ratios), statistics.median(rates)
-                print(f"  without {taken}: {rate:,.0f} jobs/s, {ratio:.2f} of the floor", flush=True)
+                print(f"  taken away: {taken}: {rate:,.0f} jobs/s, {ratio:.2f} of the floor", flush=True)
                 rows.append([taken, f"{rate:,.0f}", f"{ratio:.2f}",
                              "" if previous is None else f"{ratio - previous:+.2f}"])
                 previous = ratio

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from automl_db.tools import migrate, scratch
-from automl_db.urls import enable_local_logins
-from bench import client, costs, ledger, queue, replication, report
+from automl_db.tools import scratch
+from bench import client, costs, ledger, queue, replication, report, sides
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -39,12 +38,6 @@ class Sizes:
 
 FULL = Sizes(accounts=1000, history=1000, finished=1_000_000, depth=200_000)
 QUICK = Sizes(accounts=1000, history=10, finished=10_000, depth=50_000)
-
-
-def prepare(url: str) -> None:
-    """Migrations on the fresh database, and logins for the runtime roles."""
-    migrate.apply(url)
-    enable_local_logins(url)  # the queue and the worker loop log in as automl_worker, as workers do
 
 
 def _commit() -> str:
@@ -74,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     # A scratch database of this process (automl_bench_<pid>), dropped at the end: runs on one
     # server never collide, and a killed run's is dropped by the next test run or `automl-db reset`.
     with scratch.database("bench") as url:
-        prepare(url)
+        sides.prepare(url)
         return _run(args, args_given, url)
 
 

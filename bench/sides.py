@@ -10,6 +10,9 @@ from typing import cast
 
 import psycopg
 
+from automl_db.tools import migrate
+from automl_db.urls import enable_local_logins
+
 Conn = psycopg.Connection[tuple[object, ...]]
 
 #: The worker name every claim uses.
@@ -17,6 +20,12 @@ WORKER = "bench-worker"
 
 #: Every table but automl_db's lives in this schema, away from the project's names and audit.
 SCHEMA = "create schema if not exists bench"
+
+
+def prepare(url: str) -> None:
+    """Migrations on the fresh database, and logins for the runtime roles."""
+    migrate.apply(url)
+    enable_local_logins(url)  # the queue and the worker loop log in as automl_worker, as workers do
 
 
 def uid(n: str) -> str:
