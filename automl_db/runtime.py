@@ -8,7 +8,7 @@ MAX_JSON_DEPTH and no longer than MAX_JSON_BYTES, the bounds the database keeps 
 bounded_jsonb). A refusal is InvalidInput naming the parameter, and nothing was sent.
 
 Every generated function runs its statement through one of the helpers below (fetch_one, fetch_all,
-fetch_value, execute, run_script, and their _async twins): they alone fetch and validate rows, and
+fetch_value, execute, run_script, and their _async twins): they alone fetch and build rows, and
 turn failures into the typed errors of automl_db.errors (a server error by `translate`, a value the
 code cannot represent as DataUnreadable). They always pass psycopg a parameter mapping (an empty one
 when the statement has no parameter), so `%%` in the SQL is always a literal `%`, as codegen prepared
@@ -21,14 +21,19 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, LiteralString, ParamSpec, TypeVar, cast
+from operator import is_not, itemgetter
+from types import NoneType, UnionType
+from typing import Annotated, Any, LiteralString, ParamSpec, TypeVar, Union, cast, get_args, get_origin
+from uuid import UUID
 
 import psycopg
 from psycopg import AsyncConnection, Connection
-from psycopg.adapt import Transformer
-from psycopg.rows import dict_row, scalar_row
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader, Transformer
+from psycopg.rows import scalar_row
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import Jsonb
 from pydantic import (
@@ -41,6 +46,7 @@ from pydantic import (
     ValidationError,
     validate_call,
 )
+from pydantic_core import from_json
 
 from automl_db.errors import DataUnreadable, InvalidInput, translate
 
@@ -80,7 +86,8 @@ def _failure(name: str, exc: psycopg.Error) -> Exception:
 
 
 class Row(BaseModel):
-    """Base of the generated row models: immutable pydantic models, validated when read."""
+    """Base of the generated row models: immutable pydantic models, built from what psycopg read
+    (see _Rows)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -228,10 +235,146 @@ def checked(function: Callable[P, R]) -> Callable[P, R]:
 # Running the statements: every generated function calls one of these.
 
 
+#: Python types a column's value already has when psycopg's default loader read it: codegen maps
+#: each PostgreSQL type to the type psycopg loads it as (codegen.SCALARS), so validating such a value
+#: again would only repeat the check. jsonb read as any JSON (`Json`) is the same case.
+_LOADED_AS_DECLARED = (UUID, str, int, bool, float, Decimal, datetime, date, timedelta, bytes)
+
+
+def _without_none(annotation: Any) -> tuple[Any, bool]:
+    """(the annotation without its None member, whether it had one)."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return members[0], len(members) < len(get_args(annotation))
+    return annotation, False
+
+
+class _Rows:
+    """Builds a model's rows straight from the values psycopg loaded, a psycopg row factory.
+
+    A row model is generated from the catalog types of its columns, and psycopg loads each column as
+    the Python type codegen declared for that catalog type: pydantic's validation of such a row only
+    re-checks what is already true, and on a 1,000-row listing costs more than fetching the rows
+    (bench: "Typed client"). So only what psycopg does not already hand over as declared is done
+    here: a label becomes its enum member, a JSON column with a shape is validated into it (and a
+    list of labels, or anything else, by pydantic), a NULL in a column the model declares non-null is
+    refused. The first row of every result is checked value by value against the declared types
+    (a loader registered on the connection may read a column otherwise); if it differs, or the
+    result's columns are not the model's fields, every row goes through pydantic's validation."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+        self.fields = set(model.model_fields)
+        self.labels: list[tuple[str, dict[Any, Any], type[Label]]] = []
+        self.convert: list[tuple[str, Callable[[Any], Any]]] = []
+        self.plain: dict[str, Any] = {}
+        self.required: list[str] = []
+        for name, field in model.model_fields.items():
+            kind, nullable = _without_none(field.annotation)
+            if kind in _LOADED_AS_DECLARED:
+                self.plain[name] = kind
+            elif isinstance(kind, type) and issubclass(kind, Label):
+                self.labels.append((name, kind._value2member_map_, kind))
+            elif kind is not Any:  # validated whole, its None included
+                self.convert.append((name, TypeAdapter(cast(Any, field.annotation)).validate_python))
+            if not nullable and (name in self.plain or any(name == label[0] for label in self.labels)):
+                self.required.append(name)  # (a JSON column read as Any holds JSON's null as None)
+        names = list(self.plain)
+        self.pick_plain: Callable[[dict[str, Any]], Any] = (
+            itemgetter(*names) if len(names) > 1 else lambda row: [row[name] for name in names])
+        #: Combinations of the plain columns' value types found to be as declared.
+        self.right: set[tuple[type, ...]] = set()
+        self.makers: dict[tuple[bytes | None, ...], Callable[[Sequence[Any]], Any]] = {}
+        #: Whether a column may hold JSON (a field neither plain nor a label): only then is it read by _Json.
+        self.json = len(self.plain) + len(self.labels) < len(self.fields)
+
+    def __call__(self, cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> Callable[[Sequence[Any]], Any]:
+        result = cur.pgresult
+        # The result's column names as libpq has them (cur.description builds an object per column).
+        key = tuple(map(result.fname, range(result.nfields))) if result is not None else ()
+        if (maker := self.makers.get(key)) is None:
+            names = tuple((name or b"").decode("utf-8", "replace") for name in key)
+            maker = self.makers[key] = self._maker(names)
+        return maker
+
+    def _maker(self, names: tuple[str, ...]) -> Callable[[Sequence[Any]], Any]:
+        """How a row of these columns is built (once per model and column order)."""
+        model = self.model
+        if sorted(names) != sorted(self.fields):
+            return lambda values: model.model_validate(dict(zip(names, values, strict=True)))
+        new, set_slot, convert, labels = model.__new__, object.__setattr__, self.convert, self.labels
+        required = [names.index(name) for name in self.required]
+        # By identity, in C: `None in values` would call each UUID's Python __eq__.
+        pick = itemgetter(*required) if len(required) > 1 else lambda values: [values[i] for i in required]
+        nones = (None,) * len(required)
+        # One set for all these rows: pydantic changes a frozen model's set only on a copy of it.
+        fields_set = set(names)
+
+        def build(values: Sequence[Any]) -> Any:
+            if not all(map(is_not, pick(values), nones)):
+                null = next(names[i] for i in required if values[i] is None)
+                raise ValueError(f"column {null} is NULL, and {model.__name__}.{null} is not optional")
+            row = dict(zip(names, values, strict=False))
+            for name, members, label in labels:
+                if (value := row[name]) is not None:
+                    row[name] = members.get(value) or label(value)
+            for name, to in convert:
+                row[name] = to(row[name])
+            made = new(model)
+            set_slot(made, "__dict__", row)
+            set_slot(made, "__pydantic_fields_set__", fields_set)
+            set_slot(made, "__pydantic_extra__", None)
+            set_slot(made, "__pydantic_private__", None)
+            return made
+
+        return build
+
+    def settle(self, rows: list[Any]) -> list[Any]:
+        """The rows, validated by pydantic after all if the first one holds a value not of its
+        declared type: a loader registered on the connection read a column otherwise (loaders are
+        per column type, so the first row tells for the whole result). The types of a row's values
+        are compared as a whole, against the combinations (of NULLs) already found right."""
+        if not rows:
+            return rows
+        found = tuple(map(type, self.pick_plain(rows[0].__dict__)))
+        if found in self.right:
+            return rows
+        if all(kind is NoneType or kind is declared for kind, declared in zip(found, self.plain.values(), strict=True)):
+            self.right.add(found)
+            return rows
+        return [self.model.model_validate(row.__dict__) for row in rows]
+
+
 @functools.cache
-def _list_of(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
-    """A list is validated in one call: cheaper than one model_validate per row."""
-    return TypeAdapter(list[model])  # type: ignore[valid-type]
+def _rows(model: type[BaseModel]) -> _Rows:
+    return _Rows(model)
+
+
+class _Json(Loader):
+    """json and jsonb read by pydantic-core's JSON parser (in Rust: about a tenth of json.loads's
+    time on a small document, most of a jsonb column's reading time), and by json.loads where it
+    refuses (nesting deeper than its limit), so what is read is what json.loads would read."""
+
+    def load(self, data: Buffer) -> Any:
+        text = data if isinstance(data, bytes) else bytes(data)
+        try:
+            return from_json(text)
+        except ValueError:
+            return json.loads(text)
+
+
+C = TypeVar("C", psycopg.Cursor[Any], psycopg.AsyncCursor[Any])
+_JSON_OID, _JSONB_OID = 114, 3802
+
+
+def _reading(cur: C, json: bool = True) -> C:
+    """A generated query's cursor: the connection's loaders, JSON read by _Json when the result may
+    hold JSON (on this cursor only: the connection keeps psycopg's own, for the service's statements)."""
+    if json:
+        cur.adapters.register_loader(_JSONB_OID, _Json)
+        cur.adapters.register_loader(_JSON_OID, _Json)
+    return cur
 
 
 class _Timestamptz(TimestamptzLoader):
@@ -261,15 +404,14 @@ def _reread(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: int | Non
     result = cur.pgresult
     if result is None or cur.description is None:
         raise psycopg.DataError("no result to read")
-    context = psycopg.Cursor(cur.connection) if isinstance(cur, psycopg.Cursor) else psycopg.AsyncCursor(
-        cur.connection)  # the connection's encoding and adapters, one loader more; it runs nothing
+    # The connection's encoding and adapters, one loader more; it runs nothing.
+    context: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any] = (
+        _reading(psycopg.Cursor(cur.connection)) if isinstance(cur, psycopg.Cursor)
+        else _reading(psycopg.AsyncCursor(cur.connection)))
     context.adapters.register_loader("timestamptz", _Timestamptz)
     reader = Transformer(context)
     reader.set_pgresult(result)
-    names = [column.name for column in cur.description]
-    make_row: Callable[[Sequence[Any]], Any] = (
-        (lambda values: values[0]) if cur.row_factory is scalar_row
-        else (lambda values: dict(zip(names, values, strict=True))))
+    make_row = cur.row_factory(cur)  # type: ignore[arg-type]
     return reader.load_rows(0, min(result.ntuples, rows if rows is not None else result.ntuples), make_row)
 
 
@@ -317,10 +459,11 @@ async def _all_async(cur: psycopg.AsyncCursor[Any]) -> list[Any]:
 def fetch_one(conn: Connection[Any], query: LiteralString, params: Params, model: type[M], name: str) -> M | None:
     """The first row of the result as a model, or None when there is none."""
     try:
-        cur = conn.cursor(row_factory=dict_row)
+        rows = _rows(model)
+        cur = _reading(conn.cursor(row_factory=rows), rows.json)
         cur.execute(query, _params(params))
         row = _one(cur)
-        return None if row is None else model.model_validate(row)
+        return None if row is None else cast(M, rows.settle([row])[0])
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -330,9 +473,10 @@ def fetch_one(conn: Connection[Any], query: LiteralString, params: Params, model
 def fetch_all(conn: Connection[Any], query: LiteralString, params: Params, model: type[M], name: str) -> list[M]:
     """Every row of the result as models."""
     try:
-        cur = conn.cursor(row_factory=dict_row)
+        rows = _rows(model)
+        cur = _reading(conn.cursor(row_factory=rows), rows.json)
         cur.execute(query, _params(params))
-        return cast(list[M], _list_of(model).validate_python(_all(cur)))
+        return cast(list[M], rows.settle(_all(cur)))
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -349,7 +493,7 @@ def fetch_value(conn: Connection[Any], query: LiteralString, params: Params, nam
     """The first column of the first row, or None when there is no row, validated as kind (the
     generated function's return annotation: an enum member, a JSON shape's model...)."""
     try:
-        cur = conn.cursor(row_factory=scalar_row)
+        cur = _reading(conn.cursor(row_factory=scalar_row))
         cur.execute(query, _params(params))
         return _adapter(kind).validate_python(_one(cur))
     except psycopg.Error as exc:
@@ -386,10 +530,11 @@ async def fetch_one_async(conn: AsyncConnection[Any], query: LiteralString, para
                           name: str) -> M | None:
     """fetch_one on an async connection."""
     try:
-        cur = conn.cursor(row_factory=dict_row)
+        rows = _rows(model)
+        cur = _reading(conn.cursor(row_factory=rows), rows.json)
         await cur.execute(query, _params(params))
         row = await _one_async(cur)
-        return None if row is None else model.model_validate(row)
+        return None if row is None else cast(M, rows.settle([row])[0])
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -400,9 +545,10 @@ async def fetch_all_async(conn: AsyncConnection[Any], query: LiteralString, para
                           name: str) -> list[M]:
     """fetch_all on an async connection."""
     try:
-        cur = conn.cursor(row_factory=dict_row)
+        rows = _rows(model)
+        cur = _reading(conn.cursor(row_factory=rows), rows.json)
         await cur.execute(query, _params(params))
-        return cast(list[M], _list_of(model).validate_python(await _all_async(cur)))
+        return cast(list[M], rows.settle(await _all_async(cur)))
     except psycopg.Error as exc:
         raise _failure(name, exc) from exc
     except (ValueError, RecursionError) as exc:
@@ -413,7 +559,7 @@ async def fetch_value_async(conn: AsyncConnection[Any], query: LiteralString, pa
                             kind: Any = Any) -> Any | None:
     """fetch_value on an async connection."""
     try:
-        cur = conn.cursor(row_factory=scalar_row)
+        cur = _reading(conn.cursor(row_factory=scalar_row))
         await cur.execute(query, _params(params))
         return _adapter(kind).validate_python(await _one_async(cur))
     except psycopg.Error as exc:
