@@ -22,20 +22,20 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from operator import is_not, itemgetter
 from types import NoneType, UnionType
 from typing import Annotated, Any, LiteralString, ParamSpec, TypeVar, Union, cast, get_args, get_origin
 from uuid import UUID
 
 import psycopg
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection, Connection, pq
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader, Transformer
 from psycopg.rows import scalar_row
 from psycopg.types.datetime import TimestamptzLoader
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, JsonbLoader, JsonLoader
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -237,8 +237,12 @@ def checked(function: Callable[P, R]) -> Callable[P, R]:
 
 #: Python types a column's value already has when psycopg's default loader read it: codegen maps
 #: each PostgreSQL type to the type psycopg loads it as (codegen.SCALARS), so validating such a value
-#: again would only repeat the check. jsonb read as any JSON (`Json`) is the same case.
-_LOADED_AS_DECLARED = (UUID, str, int, bool, float, Decimal, datetime, date, timedelta, bytes)
+#: again would only repeat the check. (Not Decimal: numeric holds NaN and infinities, which a
+#: Decimal field refuses; nor jsonb read as any JSON, `Json`, which holds JSON's null as None.)
+_LOADED_AS_DECLARED = (UUID, str, int, bool, float, datetime, date, timedelta, bytes)
+#: Where codegen writes the row models: only they are built without validation (see _Rows).
+_GENERATED = "automl_db.rows"
+_NOT_NONE = partial(is_not, None)
 
 
 def _without_none(annotation: Any) -> tuple[Any, bool]:
@@ -251,24 +255,27 @@ def _without_none(annotation: Any) -> tuple[Any, bool]:
 
 
 class _Rows:
-    """Builds a model's rows straight from the values psycopg loaded, a psycopg row factory.
+    """A psycopg row factory making a model's rows; a generated model's are built straight from the
+    values psycopg loaded.
 
-    A row model is generated from the catalog types of its columns, and psycopg loads each column as
-    the Python type codegen declared for that catalog type: pydantic's validation of such a row only
-    re-checks what is already true, and on a 1,000-row listing costs more than fetching the rows
-    (bench: "Typed client"). So only what psycopg does not already hand over as declared is done
-    here: a label becomes its enum member, a JSON column with a shape is validated into it (and a
-    list of labels, or anything else, by pydantic), a NULL in a column the model declares non-null is
-    refused. The first row of every result is checked value by value against the declared types
-    (a loader registered on the connection may read a column otherwise); if it differs, or the
-    result's columns are not the model's fields, every row goes through pydantic's validation."""
+    A generated row model (automl_db.rows) comes from its columns' catalog types, and psycopg loads
+    each column as the Python type codegen declared for that catalog type: pydantic's validation of
+    such a row only re-checks what is already true, and on a 1,000-row listing costs more than
+    fetching the rows (bench: "Typed client"). So only what psycopg does not hand over as declared is
+    done: a label becomes its enum member, anything else that is not plain (a shaped JSON column, a
+    numeric, a list) is validated, a NULL in a column the model declares non-null is refused. After
+    the fetch, each plain column's first non-NULL value is checked against its declared type (a
+    loader registered on the connection reads every value of its type otherwise): if one differs,
+    or the result's columns are not the model's fields, the rows are validated by pydantic after
+    all. Any other model (validators, constraints, settings of its own) is always validated."""
 
     def __init__(self, model: type[BaseModel]) -> None:
         self.model = model
+        self.trusted = model.__module__ == _GENERATED
         self.fields = set(model.model_fields)
         self.labels: list[tuple[str, dict[Any, Any], type[Label]]] = []
         self.convert: list[tuple[str, Callable[[Any], Any]]] = []
-        self.plain: dict[str, Any] = {}
+        self.plain: dict[str, type] = {}
         self.required: list[str] = []
         for name, field in model.model_fields.items():
             kind, nullable = _without_none(field.annotation)
@@ -279,12 +286,13 @@ class _Rows:
             elif kind is not Any:  # validated whole, its None included
                 self.convert.append((name, TypeAdapter(cast(Any, field.annotation)).validate_python))
             if not nullable and (name in self.plain or any(name == label[0] for label in self.labels)):
-                self.required.append(name)  # (a JSON column read as Any holds JSON's null as None)
+                self.required.append(name)
         names = list(self.plain)
         self.pick_plain: Callable[[dict[str, Any]], Any] = (
             itemgetter(*names) if len(names) > 1 else lambda row: [row[name] for name in names])
-        #: Combinations of the plain columns' value types found to be as declared.
-        self.right: set[tuple[type, ...]] = set()
+        #: The plain columns' value types in a first row -> the columns NULL there (whose first
+        #: value elsewhere decides), or None when a value is not of its declared type.
+        self.first_rows: dict[tuple[type, ...], tuple[tuple[str, type], ...] | None] = {}
         self.makers: dict[tuple[bytes | None, ...], Callable[[Sequence[Any]], Any]] = {}
         #: Whether a column may hold JSON (a field neither plain nor a label): only then is it read by _Json.
         self.json = len(self.plain) + len(self.labels) < len(self.fields)
@@ -294,14 +302,16 @@ class _Rows:
         # The result's column names as libpq has them (cur.description builds an object per column).
         key = tuple(map(result.fname, range(result.nfields))) if result is not None else ()
         if (maker := self.makers.get(key)) is None:
-            names = tuple((name or b"").decode("utf-8", "replace") for name in key)
-            maker = self.makers[key] = self._maker(names)
+            names = tuple((name or b"").decode(cur.connection.info.encoding) for name in key)
+            maker = self._maker(names)
+            if all(name is None or name.isascii() for name in key):  # the same names in any encoding
+                self.makers[key] = maker
         return maker
 
     def _maker(self, names: tuple[str, ...]) -> Callable[[Sequence[Any]], Any]:
-        """How a row of these columns is built (once per model and column order)."""
+        """How a row of these columns is made (once per model and column order)."""
         model = self.model
-        if sorted(names) != sorted(self.fields):
+        if not self.trusted or sorted(names) != sorted(self.fields):
             return lambda values: model.model_validate(dict(zip(names, values, strict=True)))
         new, set_slot, convert, labels = model.__new__, object.__setattr__, self.convert, self.labels
         required = [names.index(name) for name in self.required]
@@ -331,19 +341,32 @@ class _Rows:
         return build
 
     def settle(self, rows: list[Any]) -> list[Any]:
-        """The rows, validated by pydantic after all if the first one holds a value not of its
-        declared type: a loader registered on the connection read a column otherwise (loaders are
-        per column type, so the first row tells for the whole result). The types of a row's values
-        are compared as a whole, against the combinations (of NULLs) already found right."""
-        if not rows:
+        """The rows, or, if a plain column's first non-NULL value is not of its declared type, the
+        rows validated by pydantic. What the first row says is kept per pattern of its value types,
+        so most results cost one tuple of types and one lookup."""
+        if not rows or not self.trusted:
             return rows
         found = tuple(map(type, self.pick_plain(rows[0].__dict__)))
-        if found in self.right:
-            return rows
-        if all(kind is NoneType or kind is declared for kind, declared in zip(found, self.plain.values(), strict=True)):
-            self.right.add(found)
-            return rows
-        return [self.model.model_validate(row.__dict__) for row in rows]
+        if found in self.first_rows:
+            later = self.first_rows[found]
+        else:
+            if all(kind is NoneType or kind is declared for kind, declared in zip(found, self.plain.values(),
+                                                                                   strict=True)):
+                later = tuple((name, declared) for (name, declared), kind in zip(self.plain.items(), found,
+                                                                                  strict=True) if kind is NoneType)
+            else:
+                later = None
+            self.first_rows[found] = later
+        if later is not None and len(rows) > 1:
+            rest = [row.__dict__ for row in rows[1:]]
+            for name, declared in later:
+                value = next(filter(_NOT_NONE, map(itemgetter(name), rest)), None)
+                if value is not None and type(value) is not declared:
+                    later = None
+                    break
+        if later is None:
+            return [self.model.model_validate(row.__dict__) for row in rows]
+        return rows
 
 
 @functools.cache
@@ -365,15 +388,17 @@ class _Json(Loader):
 
 
 C = TypeVar("C", psycopg.Cursor[Any], psycopg.AsyncCursor[Any])
-_JSON_OID, _JSONB_OID = 114, 3802
+_STOCK_JSON = ((3802, JsonbLoader), (114, JsonLoader))  # jsonb, json
 
 
 def _reading(cur: C, json: bool = True) -> C:
-    """A generated query's cursor: the connection's loaders, JSON read by _Json when the result may
-    hold JSON (on this cursor only: the connection keeps psycopg's own, for the service's statements)."""
+    """A generated query's cursor: the connection's loaders, and JSON read by _Json when the result
+    may hold JSON and the connection reads it with psycopg's own loader (one the service set, with
+    its own `loads`, is kept). On this cursor only: the connection's statements are the service's."""
     if json:
-        cur.adapters.register_loader(_JSONB_OID, _Json)
-        cur.adapters.register_loader(_JSON_OID, _Json)
+        for oid, stock in _STOCK_JSON:
+            if cur.adapters.get_loader(oid, pq.Format.TEXT) is stock:
+                cur.adapters.register_loader(oid, _Json)
     return cur
 
 
