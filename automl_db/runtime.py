@@ -260,8 +260,8 @@ class _Rows:
 
     A generated row model (automl_db.rows) comes from its columns' catalog types, and psycopg loads
     each column as the Python type codegen declared for that catalog type: pydantic's validation of
-    such a row only re-checks what is already true, and on a 1,000-row listing costs more than
-    fetching the rows (bench: "Typed client"). So only what psycopg does not hand over as declared is
+    such a row only re-checks what is already true, after psycopg built a dict for it (bench:
+    "Typed client"). So only what psycopg does not hand over as declared is
     done: a label becomes its enum member, anything else that is not plain (a shaped JSON column, a
     numeric, a list) is validated, a NULL in a column the model declares non-null is refused. After
     the fetch, each plain column's first non-NULL value is checked against its declared type (a
