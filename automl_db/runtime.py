@@ -283,9 +283,11 @@ class _Rows:
                 self.plain[name] = kind
             elif isinstance(kind, type) and issubclass(kind, Label):
                 self.labels.append((name, kind._value2member_map_, kind))
-            elif kind is not Any:  # validated whole, its None included
-                self.convert.append((name, TypeAdapter(cast(Any, field.annotation)).validate_python))
-            if not nullable and (name in self.plain or any(name == label[0] for label in self.labels)):
+            else:  # validated whole, its None included (Any, JSON, holds JSON's null as None)
+                if kind is not Any:
+                    self.convert.append((name, TypeAdapter(cast(Any, field.annotation)).validate_python))
+                continue
+            if not nullable:
                 self.required.append(name)
         names = list(self.plain)
         self.pick_plain: Callable[[dict[str, Any]], Any] = (
@@ -340,6 +342,14 @@ class _Rows:
 
         return build
 
+    def _plan(self, found: tuple[type, ...]) -> tuple[tuple[str, type], ...] | None:
+        """What a first row with these plain value types leaves to check: its NULL columns, or None
+        when a value is not of its declared type."""
+        declared = list(self.plain.items())
+        if any(kind is not NoneType and kind is not want for kind, (_, want) in zip(found, declared, strict=True)):
+            return None
+        return tuple((name, want) for kind, (name, want) in zip(found, declared, strict=True) if kind is NoneType)
+
     def settle(self, rows: list[Any]) -> list[Any]:
         """The rows, or, if a plain column's first non-NULL value is not of its declared type, the
         rows validated by pydantic. What the first row says is kept per pattern of its value types,
@@ -347,16 +357,9 @@ class _Rows:
         if not rows or not self.trusted:
             return rows
         found = tuple(map(type, self.pick_plain(rows[0].__dict__)))
-        if found in self.first_rows:
-            later = self.first_rows[found]
-        else:
-            if all(kind is NoneType or kind is declared for kind, declared in zip(found, self.plain.values(),
-                                                                                   strict=True)):
-                later = tuple((name, declared) for (name, declared), kind in zip(self.plain.items(), found,
-                                                                                  strict=True) if kind is NoneType)
-            else:
-                later = None
-            self.first_rows[found] = later
+        if found not in self.first_rows:
+            self.first_rows[found] = self._plan(found)
+        later = self.first_rows[found]
         if later is not None and len(rows) > 1:
             rest = [row.__dict__ for row in rows[1:]]
             for name, declared in later:

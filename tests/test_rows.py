@@ -250,7 +250,7 @@ class Amount(Row):
     amount: Decimal | None = None
 
 
-Amount.__module__ = "automl_db.rows"
+Amount.__module__ = runtime._GENERATED
 
 
 def test_numeric_nan_and_infinity_are_refused_as_validation_refuses_them(admin: Database) -> None:
